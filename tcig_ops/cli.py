@@ -1,0 +1,142 @@
+"""Command line: ``python -m tcig_ops {tiny-models,stage1,demo} ...``.
+
+Bad input exits with status 2 and a single ``error: ...`` line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+from .errors import TCIGInputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise TCIGInputError(f"{self.prog}: {message}")
+
+
+def _build() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m tcig_ops", description="TCIG stage 1 (VQGAN + CLIP + segmenters) on the command line")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("tiny-models", help="write tiny trained models in the real formats + manifest.json")
+    t.add_argument("folder")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--vqgan-steps", type=int, default=500)
+    t.add_argument("--seg-steps", type=int, default=200)
+    t.add_argument("--force", action="store_true", help="rewrite even if manifest.json exists")
+
+    s = sub.add_parser("stage1", help="optimise an image for a prompt and a layout")
+    _stage1_args(s)
+    s.add_argument("--vqgan", required=True, help="taming .ckpt/.safetensors (yaml beside it)")
+    s.add_argument("--vqgan-config", help="taming .yaml (default: beside the checkpoint)")
+    s.add_argument("--clip", help="open_clip weights (.safetensors/.bin/.pt), or a pretrained tag with --clip-arch")
+    s.add_argument("--clip-arch", help="open_clip architecture name or config .json (default: <weights>.json)")
+    s.add_argument("--segmenter", action="append", required=True, metavar="PATH[:WEIGHT[:c1,c2]]",
+                   help="transformers folder; repeatable, each with its own weight and class subset")
+    s.add_argument("--layout", required=True, help="colour-coded layout PNG")
+    s.add_argument("--classes", required=True, help='class map JSON file or text: {"#rrggbb": "label"}')
+    s.add_argument("--out", required=True, help="output PNG")
+    s.add_argument("--report", help="report JSON")
+    s.add_argument("--side-by-side", help="PNG of layout | result | segmentation overlay")
+
+    d = sub.add_parser("demo", help="the whole stage 1 demo on tiny models (or a models folder with manifest.json)")
+    _stage1_args(d, size=128)
+    d.add_argument("--models", default=None, help="folder with manifest.json (default: .cache/tiny-models, written if absent)")
+    d.add_argument("--out-dir", default="demo_output")
+    return p
+
+
+def _stage1_args(s, iterations: int = 300, size: int = 128) -> None:
+    s.add_argument("--prompt", default="a mountain lake under a clear sky", help="'text:weight[:stop] | ...'")
+    s.add_argument("--size", type=int, nargs=2, default=[size, size], metavar=("W", "H"))
+    s.add_argument("--iterations", type=int, default=iterations)
+    s.add_argument("--lr", type=float, default=0.2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--cutn", type=int, default=16)
+    s.add_argument("--cut-pow", type=float, default=1.0)
+    s.add_argument("--clip-weight", type=float, default=0.3)
+    s.add_argument("--target-miou", type=float, default=None, help="stop early at this mIoU")
+    s.add_argument("--init-image", help="start from this image instead of random codes")
+    s.add_argument("--device", default="cpu")
+
+
+def _settings(a):
+    from .stage1 import Stage1Settings
+
+    if a.target_miou is not None and not (0 < a.target_miou <= 1):
+        raise TCIGInputError(f"--target-miou: {a.target_miou}; use a value in (0, 1]")
+    if not all(math.isfinite(v) for v in (a.lr, a.clip_weight, a.cut_pow)):
+        raise TCIGInputError("--lr, --clip-weight and --cut-pow must be finite numbers")
+    return Stage1Settings(width=a.size[0], height=a.size[1], iterations=a.iterations, lr=a.lr, seed=a.seed,
+                          clip_weight=a.clip_weight, target_miou=a.target_miou)
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="stage 1", unit="it", file=sys.stderr, leave=False)
+
+    def callback(info):
+        bar.update(1)
+        if info.miou is not None:
+            bar.set_postfix(loss=f"{info.loss:.3f}", miou=f"{info.miou:.3f}")
+    return bar, callback
+
+
+def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report, side, clip_arch=None, vqgan_config=None):
+    from . import runner
+    from .imageio import load_image
+
+    settings = _settings(a)
+    specs = [runner.parse_segmenter_spec(s) for s in segmenter_specs]
+    layout = runner.load_layout(layout_path, class_map)
+    init = load_image(a.init_image, "init image")[None] if a.init_image else None
+    models = runner.load_models(vqgan, clip, [s.path for s in specs], a.device, vqgan_config, clip_arch)
+    if models.clip is None and settings.clip_weight > 0:
+        settings.clip_weight = 0.0
+        print("note: no --clip given; running with the segmentation loss only", file=sys.stderr)
+    bar, callback = _progress(settings.iterations)
+    try:
+        result = runner.run(models, specs, layout, a.prompt, settings, a.cutn, a.cut_pow, init, callback)
+    finally:
+        bar.close()
+    data = runner.write_outputs(result, layout, models, out, report, side, vars(a) | {"size": list(a.size)}, a.device)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"mIoU {data['miou']:.3f} after {result.steps} steps ({data['seconds_per_iteration']:.3f} s/it) -> {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        a = _build().parse_args(argv)
+        if a.command == "tiny-models":
+            from .tiny import write_tiny_models
+
+            if os.path.isfile(os.path.join(a.folder, "manifest.json")) and not a.force:
+                print(f"{a.folder}/manifest.json exists; nothing to do (use --force to rewrite)")
+                return 0
+            write_tiny_models(a.folder, a.seed, a.vqgan_steps, a.seg_steps)
+            print(f"wrote {a.folder}/manifest.json")
+            return 0
+        if a.command == "stage1":
+            return _stage1(a, a.vqgan, a.clip, a.segmenter, a.layout, a.classes, a.out, a.report, a.side_by_side,
+                           a.clip_arch, a.vqgan_config)
+        if a.command == "demo":
+            from .demo import prepare_demo
+
+            paths = prepare_demo(a.models, a.out_dir, tuple(a.size))
+            return _stage1(a, paths["vqgan"], paths["clip"], paths["segmenters"], paths["layout"], paths["classes"],
+                           os.path.join(a.out_dir, "stage1.png"), os.path.join(a.out_dir, "report.json"),
+                           os.path.join(a.out_dir, "side_by_side.png"), paths.get("clip_arch"), paths.get("vqgan_config"))
+    except TCIGInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 1

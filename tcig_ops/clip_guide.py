@@ -1,0 +1,203 @@
+"""CLIP guidance: open_clip loading, cutouts + augmentations, spherical-distance loss.
+
+Images are (B, 3, H, W) in 0..1. Text embeddings are computed once per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoints import load_state_dict, require_file
+from .errors import TCIGInputError
+from .prompts import Prompt
+
+
+def _config_beside(weights: str) -> str | None:
+    stem = os.path.splitext(weights)[0]
+    return stem + ".json" if os.path.isfile(stem + ".json") else None
+
+
+def load_open_clip(weights: str, arch: str | None = None, device: str | torch.device = "cpu") -> "ClipModel":
+    """An open_clip model from local weights.
+
+    ``arch`` is an open_clip architecture name ("ViT-B-32") or a model-config .json;
+    when omitted, ``<weights stem>.json`` beside the weights is used. When ``weights``
+    is not a file but an open_clip pretrained tag ("laion2b_s34b_b79k"), open_clip
+    downloads it (needs internet).
+    """
+    import open_clip
+
+    if arch and not arch.endswith(".json") and weights and not os.path.exists(weights) and os.sep not in weights and "." not in weights:
+        model = open_clip.create_model(arch, pretrained=weights, device="cpu")  # pretrained tag: online
+        return ClipModel(model, open_clip.get_tokenizer(arch), *_mean_std(model)).to(device)
+    require_file(weights, "CLIP weights")
+    config_path = arch if arch and arch.endswith(".json") else (None if arch else _config_beside(weights))
+    if config_path:
+        require_file(config_path, "CLIP config")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                cfg = json.load(f)
+            cfg = cfg.get("model_cfg", cfg)
+            _ = cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise TCIGInputError(f"CLIP config: {config_path} is not an open_clip model config (embed_dim, vision_cfg, text_cfg)") from None
+    elif arch:
+        cfg = open_clip.get_model_config(arch)
+        if cfg is None:
+            close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+            raise TCIGInputError(f"CLIP architecture {arch!r} is unknown to open_clip; close matches: {close}")
+    else:
+        raise TCIGInputError(
+            f"CLIP weights: {weights} needs an architecture: give an open_clip name (e.g. ViT-B-32) "
+            f"or put its config beside it as {os.path.splitext(os.path.basename(weights))[0]}.json"
+        )
+    if "hf_model_name" in cfg.get("text_cfg", {}):
+        raise TCIGInputError("CLIP config: text towers from Hugging Face (hf_model_name) are not supported; use a CLIP-style text tower")
+    model = open_clip.model.CLIP(**cfg)
+    sd = load_state_dict(weights, "CLIP weights")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    try:
+        result = model.load_state_dict(sd, strict=False)
+    except RuntimeError as exc:
+        raise TCIGInputError(f"CLIP weights: {weights} do not fit the architecture ({_first_line(exc)}); check the config/arch name") from None
+    missing = [k for k in result.missing_keys if "attn_mask" not in k]
+    if missing or result.unexpected_keys:
+        raise TCIGInputError(
+            f"CLIP weights: {weights} do not fit the architecture (missing {missing[:3]}, unexpected "
+            f"{result.unexpected_keys[:3]}); check the config/arch name"
+        )
+    ctx = cfg["text_cfg"].get("context_length", 77)
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=ctx)
+    return ClipModel(model, tokenizer, *_mean_std(model)).to(device)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+    return lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+
+
+def _mean_std(model) -> tuple[tuple, tuple]:
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    visual = model.visual
+    return getattr(visual, "image_mean", None) or OPENAI_DATASET_MEAN, getattr(visual, "image_std", None) or OPENAI_DATASET_STD
+
+
+class ClipModel(nn.Module):
+    """A frozen open_clip model with its tokenizer and input normalisation."""
+
+    def __init__(self, model: nn.Module, tokenizer, mean, std):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        size = model.visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """(N,) strings -> (N, D) unit vectors."""
+        with torch.no_grad():
+            tokens = self.tokenizer(texts).to(self.device)
+            return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(N,3,S,S) in 0..1 at the model's size -> (N, D) unit vectors (differentiable)."""
+        x = (images - self.mean) / self.std
+        return F.normalize(self.model.encode_image(x).float(), dim=-1)
+
+
+def make_augment(noise: float = 0.1) -> nn.Module:
+    """The VQGAN-CLIP augmentation stack (affine, perspective, colour jitter) as one kornia module."""
+    import kornia.augmentation as K
+
+    return nn.Sequential(
+        K.RandomAffine(degrees=15, translate=0.1, p=0.7, padding_mode="border"),
+        K.RandomPerspective(0.7, p=0.7),
+        K.ColorJitter(hue=0.1, saturation=0.1, p=0.7),
+    )
+
+
+def random_boxes(n: int, height: int, width: int, cut_size: int, cut_pow: float, device) -> torch.Tensor:
+    """(n, 4) square boxes x0,y0,x1,y1: side = rand**cut_pow * (max - min) + min, as in VQGAN-CLIP."""
+    max_size = min(height, width)
+    min_size = min(height, width, cut_size)
+    sides = (torch.rand(n, device=device) ** cut_pow * (max_size - min_size) + min_size).floor()
+    x0 = (torch.rand(n, device=device) * (width - sides + 1)).floor()
+    y0 = (torch.rand(n, device=device) * (height - sides + 1)).floor()
+    return torch.stack([x0, y0, x0 + sides, y0 + sides], dim=1)
+
+
+def cutouts(image: torch.Tensor, boxes: torch.Tensor, cut_size: int) -> torch.Tensor:
+    """All crops of ``image`` (1,3,H,W) at once -> (n,3,cut,cut), area-averaged like adaptive pooling.
+
+    One roi_align call replaces the per-cutout slice + pool loop of the classic code.
+    """
+    from torchvision.ops import roi_align
+
+    rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1).to(image.dtype)
+    side = (boxes[:, 2] - boxes[:, 0]).max().item()
+    ratio = max(1, int(round(side / cut_size)))  # sample points per output pixel ~ pooling window
+    return roi_align(image, rois, output_size=cut_size, spatial_scale=1.0, sampling_ratio=min(ratio, 8), aligned=True)
+
+
+class ClipGuide(nn.Module):
+    """L_clip for one run: prompts are embedded once; ``forward(image)`` returns a scalar loss."""
+
+    def __init__(self, clip: ClipModel, prompts: list[Prompt], cutn: int = 32, cut_pow: float = 1.0,
+                 noise: float = 0.1, image_prompts: list[torch.Tensor] | None = None):
+        super().__init__()
+        if cutn < 1:
+            raise TCIGInputError(f"cutn: {cutn} cutouts; use at least 1 (32 is the usual value)")
+        if cut_pow <= 0:
+            raise TCIGInputError(f"cut_pow: {cut_pow}; use a positive number (1.0 is the usual value)")
+        self.clip, self.cutn, self.cut_pow, self.noise = clip, cutn, cut_pow, noise
+        self.augment = make_augment()
+        embeds = [clip.encode_text([p.text for p in prompts])] if prompts else []
+        weights = [p.weight for p in prompts]
+        stops = [p.stop for p in prompts]
+        for img in image_prompts or []:
+            small = F.interpolate(img.to(clip.device), size=(clip.image_size,) * 2, mode="bilinear", align_corners=False)
+            with torch.no_grad():
+                embeds.append(clip.encode_image(small))
+            weights.append(1.0)
+            stops.append(float("-inf"))
+        if not embeds:
+            raise TCIGInputError("prompt: nothing to guide CLIP; give a text prompt or an image prompt")
+        self.register_buffer("embeds", torch.cat(embeds), persistent=False)  # (P, D)
+        self.register_buffer("weights", torch.tensor(weights, device=clip.device), persistent=False)
+        self.register_buffer("stops", torch.tensor(stops, device=clip.device), persistent=False)
+
+    def make_batch(self, image: torch.Tensor) -> torch.Tensor:
+        """(1,3,H,W) -> augmented, noised cutouts (cutn,3,S,S)."""
+        s = self.clip.image_size
+        boxes = random_boxes(self.cutn, image.shape[2], image.shape[3], s, self.cut_pow, image.device)
+        batch = self.augment(cutouts(image, boxes, s))
+        if self.noise > 0:
+            facs = batch.new_empty(self.cutn, 1, 1, 1).uniform_(0, self.noise)
+            batch = batch + facs * torch.randn_like(batch)
+        return batch
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        emb = self.clip.encode_image(self.make_batch(image))  # (cutn, D)
+        return spherical_loss(emb, self.embeds, self.weights, self.stops)
+
+
+def spherical_loss(emb: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, stops: torch.Tensor) -> torch.Tensor:
+    """Weighted squared great-circle distance between (N,D) and (P,D) unit vectors, mean over N, sum over P.
+
+    A prompt whose distance is already below its ``stop`` contributes no gradient.
+    """
+    d = (emb[:, None] - targets[None]).norm(dim=-1).div(2).clamp(max=1).arcsin().pow(2).mul(2)  # (N, P)
+    d = torch.where(d > stops[None], d, d.detach())
+    return (d.mean(0) * weights).sum()

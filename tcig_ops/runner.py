@@ -1,0 +1,132 @@
+"""Glue shared by the CLI and the demo: load models from paths, run stage 1, write outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .clip_guide import ClipGuide, ClipModel, load_open_clip
+from .errors import TCIGInputError
+from .imageio import colourise, load_image, overlay, palette, save_image, side_by_side
+from .layout import Layout, layout_from_colour_image
+from .prompts import parse_prompts
+from .report import stage1_report, write_json
+from .segmenters import Segmenter, load_segmenter
+from .stage1 import Guide, Stage1Result, Stage1Settings, run_stage1
+from .vqgan import VQGAN, load_vqgan
+
+
+@dataclass
+class SegmenterSpec:
+    path: str
+    weight: float = 1.0
+    classes: list[str] | None = None
+
+
+def parse_segmenter_spec(spec: str) -> SegmenterSpec:
+    """``PATH[:WEIGHT[:class,class]]``; a trailing field is read as a weight only if it is a number."""
+    parts = spec.split(":")
+    classes = None
+    if len(parts) >= 3 and _is_number(parts[-2]):
+        classes = [c.strip() for c in parts[-1].split(",") if c.strip()]
+        if not classes:
+            raise TCIGInputError(f"--segmenter {spec}: class subset after the weight is empty")
+        parts = parts[:-1]
+    weight = 1.0
+    if len(parts) >= 2 and _is_number(parts[-1]):
+        weight = float(parts[-1])
+        parts = parts[:-1]
+    path = ":".join(parts)
+    if weight < 0 or weight != weight:
+        raise TCIGInputError(f"--segmenter {spec}: weight {weight} must be >= 0")
+    return SegmenterSpec(path, weight, classes)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def read_class_map(text_or_path: str):
+    """Class map from inline JSON or a JSON file path."""
+    if os.path.isfile(text_or_path):
+        with open(text_or_path, encoding="utf-8") as f:
+            return f.read()
+    if not text_or_path.strip().startswith("{"):
+        raise TCIGInputError(f"--classes: {text_or_path!r} is neither a JSON file nor inline JSON like '{{\"#87ceeb\": \"sky\"}}'")
+    return text_or_path
+
+
+@dataclass
+class Models:
+    vqgan: VQGAN
+    clip: ClipModel | None
+    segmenters: list[Segmenter]
+
+
+def load_models(vqgan: str, clip: str | None, segmenters: list[str], device="cpu", vqgan_config=None, clip_arch=None) -> Models:
+    return Models(
+        load_vqgan(vqgan, vqgan_config, device=device),
+        load_open_clip(clip, clip_arch, device=device) if clip else None,
+        [load_segmenter(p, device=device) for p in segmenters],
+    )
+
+
+def run(models: Models, specs: list[SegmenterSpec], layout: Layout, prompt: str, settings: Stage1Settings,
+        cutn: int = 32, cut_pow: float = 1.0, init_image=None, callback=None) -> Stage1Result:
+    guides = [Guide(seg, s.weight, s.classes) for seg, s in zip(models.segmenters, specs)]
+    clip_guide = None
+    if models.clip is not None and settings.clip_weight > 0:
+        clip_guide = ClipGuide(models.clip, parse_prompts(prompt), cutn=cutn, cut_pow=cut_pow)
+    return run_stage1(models.vqgan, layout, guides, settings, clip_guide=clip_guide, init_image=init_image, callback=callback)
+
+
+def write_outputs(result: Stage1Result, layout: Layout, models: Models, out: str, report: str | None,
+                  side: str | None, settings: dict, device="cpu") -> dict:
+    """Write the image (first: it is never lost to a later failure), the report and the side-by-side."""
+    save_image(result.image, out)
+    data = stage1_report(result, device, settings)
+    if report:
+        write_json(data, report)
+    if side:
+        save_image(side_by_side_panel(result.image, layout, models.segmenters[0]), side)
+    return data
+
+
+def side_by_side_panel(image: torch.Tensor, layout: Layout, segmenter: Segmenter) -> torch.Tensor:
+    """layout | result | the segmenter's view of the result (in layout colours), (3, H, 3W+gaps)."""
+    from .layout import match_labels
+    from .metrics import layout_iou  # noqa: F401
+
+    H, W = image.shape[-2:]
+    lay = layout.resized(H, W)
+    colours = palette(len(lay.labels))
+    pred = segmenter.predict(image.to(segmenter.mean.device))[0].cpu()
+    known = {}
+    for label in lay.labels:
+        try:
+            known[label] = match_labels([label], segmenter.labels, segmenter.name)[0]
+        except TCIGInputError:
+            pass
+    lut = torch.full((len(segmenter.labels),), -1, dtype=torch.long)
+    for label, v in known.items():
+        lut[v] = lay.labels.index(label)
+    return side_by_side(colourise(lay.index_map(), colours), image[0].cpu(), overlay(image, lut[pred], colours))
+
+
+def load_layout(path: str, class_map: str) -> Layout:
+    return layout_from_colour_image(load_image(path, "layout"), read_class_map(class_map))
+
+
+def manifest(folder: str) -> dict:
+    path = os.path.join(folder, "manifest.json")
+    if not os.path.isfile(path):
+        raise TCIGInputError(f"models folder {folder} has no manifest.json; run 'python -m tcig_ops tiny-models {folder}' or write one")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

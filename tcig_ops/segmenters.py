@@ -1,0 +1,196 @@
+"""Segmenters: one interface over several pretrained segmentation models.
+
+``Segmenter.forward(image)`` maps (B, 3, H, W) in 0..1 to differentiable class
+probabilities (B, K, H, W) over ``segmenter.labels`` (softmax over K), at the input's
+resolution. Normalisation and resizing to the model's native input size happen in
+torch, so gradients flow back to the image (and on to the VQGAN latent).
+
+Adapters:
+- transformers semantic segmentation (SegFormer, UperNet, DPT, ... : ``logits`` (B,K,h,w))
+- transformers universal segmentation (Mask2Former, MaskFormer: class + mask queries)
+- CLIPSeg: open vocabulary; ``set_labels([...])`` chooses the K texts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoints import require_file
+from .errors import TCIGInputError
+
+
+def _read_json(path: str, what: str) -> dict:
+    require_file(path, what)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as exc:
+        raise TCIGInputError(f"{what}: {path} is not valid JSON ({exc})") from None
+
+
+def _native_size(pre: dict, default: int) -> tuple[int, int] | None:
+    """(H, W) the preprocessor resizes to, or None when it keeps the input size."""
+    if not pre.get("do_resize", True):
+        return None
+    size = pre.get("size", default)
+    if isinstance(size, int):
+        return (size, size)
+    if isinstance(size, dict):
+        if "height" in size and "width" in size:
+            return (int(size["height"]), int(size["width"]))
+        if "shortest_edge" in size:
+            return (int(size["shortest_edge"]),) * 2
+    return (default, default)
+
+
+class Segmenter(nn.Module):
+    """Base: subclasses implement ``logits`` (B,K,h,w) for normalised, resized input."""
+
+    labels: list[str]
+    open_vocabulary = False
+
+    def __init__(self, mean, std, native_size: tuple[int, int] | None, name: str):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.native_size = native_size
+        self.name = name
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, image: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B,3,H,W) 0..1 -> class probabilities (B,K,H',W') with (H',W') = ``size`` or (H,W)."""
+        return self.scores(image, size).softmax(1)
+
+    def scores(self, image: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Unnormalised class scores (B,K,H',W'), upsampled to ``size`` (default: the input's)."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise TCIGInputError(f"segmenter input: expected an image (B,3,H,W), got shape {tuple(image.shape)}")
+        out_size = size or image.shape[-2:]
+        x = image
+        if self.native_size and tuple(x.shape[-2:]) != tuple(self.native_size):
+            x = F.interpolate(x, size=self.native_size, mode="bilinear", align_corners=False, antialias=False)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        logits = self.logits(x)
+        return F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
+
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) -> label index map (B,H,W), no gradients."""
+        with torch.no_grad():
+            return self.scores(image).argmax(1)
+
+
+class HFSemanticSegmenter(Segmenter):
+    """transformers models whose output has per-pixel ``logits`` (SegFormer, UperNet, DPT, BEiT...)."""
+
+    def __init__(self, model: nn.Module, pre: dict, name: str):
+        super().__init__(pre.get("image_mean", [0.485, 0.456, 0.406]), pre.get("image_std", [0.229, 0.224, 0.225]),
+                         _native_size(pre, 512), name)
+        self.model = model.eval().requires_grad_(False)
+        id2label = model.config.id2label
+        self.labels = [str(id2label[i]) for i in range(len(id2label))]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
+
+
+class HFUniversalSegmenter(Segmenter):
+    """Mask2Former / MaskFormer: per-query class scores times per-query masks, summed per class."""
+
+    def __init__(self, model: nn.Module, pre: dict, name: str):
+        super().__init__(pre.get("image_mean", [0.485, 0.456, 0.406]), pre.get("image_std", [0.229, 0.224, 0.225]),
+                         _native_size(pre, 384), name)
+        self.model = model.eval().requires_grad_(False)
+        id2label = model.config.id2label
+        self.labels = [str(id2label[i]) for i in range(len(id2label))]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=x)
+        cls = out.class_queries_logits.softmax(-1)[..., :-1]  # (B,Q,K) without the "no object" class
+        masks = out.masks_queries_logits.sigmoid()  # (B,Q,h,w)
+        semantic = torch.einsum("bqk,bqhw->bkhw", cls, masks)
+        return semantic.clamp_min(1e-6).log()  # log-scores so softmax gives normalised shares
+
+
+class CLIPSegSegmenter(Segmenter):
+    """CLIPSeg: one mask per text label; the vision tower runs once per image, the decoder per label."""
+
+    open_vocabulary = True
+
+    def __init__(self, model: nn.Module, tokenizer, pre: dict, name: str):
+        super().__init__(pre.get("image_mean", [0.485, 0.456, 0.406]), pre.get("image_std", [0.229, 0.224, 0.225]),
+                         _native_size(pre, 352), name)
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.labels: list[str] = []
+        self.register_buffer("cond", torch.zeros(0), persistent=False)
+
+    def set_labels(self, labels: list[str]) -> "CLIPSegSegmenter":
+        """Embed the label texts once; later calls with the same labels are free."""
+        labels = [str(label) for label in labels]
+        if labels == self.labels:
+            return self
+        if not labels:
+            raise TCIGInputError("CLIPSeg labels: empty; give at least one text label")
+        tok = self.tokenizer(labels, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            out = self.model.clip.get_text_features(input_ids=tok["input_ids"].to(self.mean.device),
+                                                    attention_mask=tok["attention_mask"].to(self.mean.device))
+        self.cond = getattr(out, "pooler_output", out)
+        self.labels = labels
+        return self
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.labels:
+            raise TCIGInputError("CLIPSeg segmenter: no labels set; it needs the layout's labels first")
+        vis = self.model.clip.vision_model(pixel_values=x, output_hidden_states=True, interpolate_pos_encoding=True)
+        k, b = len(self.labels), x.shape[0]
+        acts = [vis.hidden_states[i + 1].repeat_interleave(k, dim=0) for i in self.model.extract_layers]
+        cond = self.cond.repeat(b, 1)  # (B*K, D), label index fastest, matching repeat_interleave
+        logits = self.model.decoder(acts, cond).logits  # (B*K, h, w) or (h, w) when B*K == 1
+        return logits.reshape(b, k, *logits.shape[-2:])
+
+
+def load_segmenter(folder: str, device: str | torch.device = "cpu") -> Segmenter:
+    """Load a transformers ``save_pretrained`` folder as a Segmenter (frozen, eval mode)."""
+    if not os.path.isdir(folder):
+        raise TCIGInputError(f"segmenter: folder not found: {folder} (a transformers save_pretrained folder)")
+    config = _read_json(os.path.join(folder, "config.json"), "segmenter config")
+    pre_path = os.path.join(folder, "preprocessor_config.json")
+    pre = _read_json(pre_path, "segmenter preprocessor") if os.path.isfile(pre_path) else {}
+    pre = pre.get("image_processor", pre)
+    model_type = config.get("model_type", "")
+    archs = config.get("architectures") or []
+    name = os.path.basename(os.path.normpath(folder))
+    import transformers
+
+    try:
+        if model_type == "clipseg":
+            model = transformers.CLIPSegForImageSegmentation.from_pretrained(folder, local_files_only=True)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            seg = CLIPSegSegmenter(model, tokenizer, pre, name)
+        elif model_type == "oneformer":
+            raise TCIGInputError(f"segmenter: {folder} is OneFormer, which needs task text inputs; use a SegFormer, UperNet or Mask2Former folder")
+        elif any(a.endswith("ForUniversalSegmentation") or a == "MaskFormerForInstanceSegmentation" for a in archs):
+            model = transformers.AutoModelForUniversalSegmentation.from_pretrained(folder, local_files_only=True)
+            seg = HFUniversalSegmenter(model, pre, name)
+        elif any(a.endswith("ForSemanticSegmentation") for a in archs) or not archs:
+            model = transformers.AutoModelForSemanticSegmentation.from_pretrained(folder, local_files_only=True)
+            seg = HFSemanticSegmenter(model, pre, name)
+        else:
+            raise TCIGInputError(
+                f"segmenter: {folder} holds a {archs[0]} ({model_type}), not a segmentation model; "
+                "use a semantic segmentation model (SegFormer, UperNet, Mask2Former) or CLIPSeg"
+            )
+    except TCIGInputError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TCIGInputError(f"segmenter: cannot load {folder} ({msg}); it should be a complete transformers save_pretrained folder") from None
+    return seg.to(device)

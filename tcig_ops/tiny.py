@@ -1,0 +1,260 @@
+"""Tiny checkpoints written through the real formats, briefly trained on a synthetic world.
+
+``write_tiny_models(folder)`` writes:
+- ``vqgan/tiny-vqgan.ckpt`` + ``tiny-vqgan.yaml``  (taming: {"state_dict": ...} + model yaml)
+- ``clip/tiny-clip.safetensors`` + ``tiny-clip.json`` (open_clip model config + weights)
+- ``segmenters/tiny-segformer-a``, ``tiny-segformer-b`` (SegFormer save_pretrained folders)
+- ``segmenters/tiny-clipseg`` (CLIPSeg save_pretrained folder with its tokenizer)
+- ``manifest.json`` with ``vqgan``, ``clip``, ``segmenters``, ``labels``
+
+Everything is seeded and step-counted (same files on every run of the same torch); the
+VQGAN learns the world as an autoencoder (~1 min on 2 cores)
+and the SegFormers learn to segment it, including the VQGAN's own reconstructions, so
+stage 1 can steer the tiny models to a layout. Each file stays under 2 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+
+from . import world
+
+TRAIN_SIZE = 64
+CROP = 32
+VQGAN_CONFIG = {
+    # 64 channels at full resolution: taming's GroupNorm(32) must see >= 2 channels per group,
+    # or it normalises each channel alone and the decoder cannot tell absolute colours apart.
+    "model": {
+        "base_learning_rate": 4.5e-6,
+        "target": "taming.models.vqgan.VQModel",
+        "params": {
+            "embed_dim": 16,
+            "n_embed": 1024,
+            "ddconfig": {
+                "double_z": False, "z_channels": 32, "resolution": TRAIN_SIZE, "in_channels": 3, "out_ch": 3,
+                "ch": 64, "ch_mult": [1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+            },
+            "lossconfig": {"target": "taming.modules.losses.vqperceptual.DummyLoss"},
+        },
+    }
+}
+CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+MANIFEST_VERSION = 1
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"[tiny-models] {msg}", flush=True)
+
+
+def train_vqgan(steps: int, gen: torch.Generator, quiet: bool = True):
+    """Build the tiny VQGAN and train it as an autoencoder on world images for ``steps`` steps."""
+    from .vqgan import VQGAN, read_config  # noqa: F401  (read_config documents the format we write)
+
+    params = dict(VQGAN_CONFIG["model"]["params"], gumbel=False)
+    model = VQGAN(params)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    codebook = model.quantize.embedding.weight
+    step, quantized = 0, False
+    while step < steps:
+        x, _ = world.sample(4, TRAIN_SIZE, gen)
+        # 32 px crops of 64 px scenes: 4x cheaper steps at the texture scale stage 1 sees
+        oy, ox = torch.randint(0, TRAIN_SIZE - CROP + 1, (2,), generator=gen).tolist()
+        x = x[:, :, oy:oy + CROP, ox:ox + CROP] * 2 - 1
+        h = model.quant_conv(model.encoder(x))
+        if not quantized and step >= int(0.65 * steps):
+            # A briefly trained codebook collapses to a few codes; instead train a plain
+            # autoencoder first, then seed the codebook with k-means of its latents.
+            with torch.no_grad():
+                codebook.copy_(_kmeans(_latents(model, gen), codebook.shape[0], gen))
+            quantized = True
+        if quantized:
+            zq, qloss, _ = model.quantize(h)
+        else:
+            zq, qloss = h, h.new_zeros(())
+        rec = model.decoder(model.post_quant_conv(zq))
+        loss = (rec - x).abs().mean() + F.mse_loss(rec, x) + qloss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            _log(f"vqgan step {step} loss {loss.item():.4f} quantized {quantized}", quiet)
+    return model.eval()
+
+
+def _latents(model, gen: torch.Generator) -> torch.Tensor:
+    """(N, E) encoder outputs of fresh world scenes."""
+    with torch.no_grad():
+        x, _ = world.sample(32, TRAIN_SIZE, gen)
+        h = model.quant_conv(model.encoder(x * 2 - 1))
+    return h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+
+
+def _kmeans(points: torch.Tensor, k: int, gen: torch.Generator, iters: int = 10) -> torch.Tensor:
+    """(k, E) centroids of (N, E) points; a cluster that empties keeps its old centre."""
+    centres = points[torch.randperm(len(points), generator=gen)[:k]].clone()
+    for _ in range(iters):
+        assign = torch.cdist(points, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, points)
+        counts = torch.bincount(assign, minlength=k).float()[:, None]
+        centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+    return centres
+
+
+def _segformer_config(seed: int):
+    from transformers import SegformerConfig
+
+    return SegformerConfig(
+        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[24 + 8 * seed, 48],
+        patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+        decoder_hidden_size=48, num_labels=len(world.CLASSES),
+        id2label={i: c for i, c in enumerate(world.CLASSES)}, label2id={c: i for i, c in enumerate(world.CLASSES)},
+    )
+
+
+def reconstruction_pool(vqgan, gen: torch.Generator, n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    """World scenes as the VQGAN renders them (n, 3, S, S) with their label maps: what stage 1 shows a segmenter."""
+    x, y = world.sample(n, TRAIN_SIZE, gen)
+    with torch.no_grad():
+        rec = torch.cat([vqgan.decode(vqgan.encode(chunk)) for chunk in x.split(16)])
+    return rec, y
+
+
+def train_segformer(steps: int, gen: torch.Generator, pool: tuple[torch.Tensor, torch.Tensor], seed: int,
+                    quiet: bool = True):
+    """A tiny SegFormer trained on fresh world scenes and on the VQGAN's reconstructions of others."""
+    from transformers import SegformerForSemanticSegmentation
+
+    torch.manual_seed(seed)
+    model = SegformerForSemanticSegmentation(_segformer_config(seed))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    mean = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
+    for step in range(steps):
+        x, y = world.sample(8, TRAIN_SIZE, gen)
+        pick = torch.randint(len(pool[0]), (8,), generator=gen)
+        x, y = torch.cat([x, pool[0][pick]]), torch.cat([y, pool[1][pick]])
+        logits = model(pixel_values=(x - mean) / mean).logits
+        logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % 50 == 0:
+            _log(f"segformer{seed} step {step + 1} loss {loss.item():.4f}", quiet)
+    return model.eval()
+
+
+def _write_segformer(model, folder: str) -> None:
+    from transformers import SegformerImageProcessor
+
+    model.save_pretrained(folder, safe_serialization=True)
+    SegformerImageProcessor(
+        do_resize=True, size={"height": TRAIN_SIZE, "width": TRAIN_SIZE}, do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_reduce_labels=False,
+    ).save_pretrained(folder)
+
+
+def _byte_vocab() -> dict[str, int]:
+    """CLIP's byte-level alphabet, each symbol alone and word-final: a complete vocab with no merges."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    symbols = [chr(c) for c in cs]
+    vocab = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    return {s: i for i, s in enumerate(vocab)}
+
+
+def _write_clipseg(folder: str, seed: int) -> None:
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, CLIPTokenizer, ViTImageProcessor
+
+    os.makedirs(folder, exist_ok=True)
+    vocab = _byte_vocab()
+    vocab_path, merges_path = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    with open(vocab_path, "w", encoding="utf-8") as f:
+        json.dump(vocab, f)
+    with open(merges_path, "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+    torch.manual_seed(seed)
+    config = CLIPSegConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 32,
+                     "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"], "pad_token_id": vocab["<|endoftext|>"]},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=32, extract_layers=[0, 1], reduce_dim=16, decoder_num_attention_heads=2,
+        decoder_intermediate_size=32, conditional_layer=0,
+    )
+    model = CLIPSegForImageSegmentation(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer = CLIPTokenizer(vocab_path, merges_path, model_max_length=32)
+    image_processor = ViTImageProcessor(do_resize=True, size={"height": 32, "width": 32}, do_normalize=True,
+                                        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+
+
+def _write_clip(folder: str, seed: int) -> str:
+    import open_clip
+    import safetensors.torch
+
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(**CLIP_CONFIG)
+    path = os.path.join(folder, "tiny-clip.safetensors")
+    safetensors.torch.save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, path)
+    with open(os.path.join(folder, "tiny-clip.json"), "w", encoding="utf-8") as f:
+        json.dump(CLIP_CONFIG, f, indent=1)
+    return path
+
+
+def _write_vqgan(model, folder: str) -> str:
+    import yaml
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "tiny-vqgan.ckpt")
+    sd = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": sd, "global_step": 0}, path)
+    with open(os.path.join(folder, "tiny-vqgan.yaml"), "w", encoding="utf-8") as f:
+        yaml.safe_dump(VQGAN_CONFIG, f, sort_keys=False)
+    return path
+
+
+def write_tiny_models(folder: str, seed: int = 0, vqgan_steps: int = 500, seg_steps: int = 200,
+                      quiet: bool = False) -> dict:
+    """Write every tiny model and ``manifest.json``; returns the manifest (paths absolute)."""
+    folder = os.path.abspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        _log(f"training the tiny VQGAN for {vqgan_steps} steps (about a minute)", quiet)
+        vqgan = train_vqgan(vqgan_steps, gen, quiet)
+        vqgan_path = _write_vqgan(vqgan, os.path.join(folder, "vqgan"))
+        vqgan.load_state_dict({k: v.float() for k, v in torch.load(vqgan_path, weights_only=True)["state_dict"].items()})
+        pool = reconstruction_pool(vqgan.requires_grad_(False), gen)
+        seg_dirs = []
+        for i, name in enumerate(["tiny-segformer-a", "tiny-segformer-b"]):
+            _log(f"training {name} for {seg_steps} steps", quiet)
+            seg = train_segformer(seg_steps, gen, pool, seed=i, quiet=quiet)
+            seg_dirs.append(os.path.join(folder, "segmenters", name))
+            _write_segformer(seg, seg_dirs[-1])
+        seg_dirs.append(os.path.join(folder, "segmenters", "tiny-clipseg"))
+        _write_clipseg(seg_dirs[-1], seed)
+        clip_path = _write_clip(os.path.join(folder, "clip"), seed)
+    manifest = {"version": MANIFEST_VERSION, "vqgan": vqgan_path, "clip": clip_path, "segmenters": seg_dirs,
+                "labels": list(world.CLASSES), "layout_colours": world.LAYOUT_HEX, "seed": seed}
+    with open(os.path.join(folder, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    return manifest

@@ -1,0 +1,65 @@
+"""Shared fixtures: the tiny trained models, written once per source version and cached."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _tiny_dir() -> pathlib.Path:
+    # the cache key covers the code that decides what the tiny models are
+    h = hashlib.sha1()
+    for name in ("tiny.py", "world.py", "vqgan.py"):
+        h.update((ROOT / "tcig_ops" / name).read_bytes())
+    h.update(torch.__version__.encode())
+    return ROOT / ".cache" / f"tiny-models-{h.hexdigest()[:10]}"
+
+
+@pytest.fixture(scope="session")
+def tiny() -> dict:
+    """Manifest of the tiny models (absolute paths), written on first use (~2 min on 2 cores)."""
+    folder = _tiny_dir()
+    if not (folder / "manifest.json").is_file():
+        from tcig_ops.tiny import write_tiny_models
+
+        write_tiny_models(str(folder), quiet=True)
+    with open(folder / "manifest.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def models(tiny):
+    from tcig_ops.clip_guide import load_open_clip
+    from tcig_ops.segmenters import load_segmenter
+    from tcig_ops.vqgan import load_vqgan
+
+    return {
+        "vqgan": load_vqgan(tiny["vqgan"]),
+        "clip": load_open_clip(tiny["clip"]),
+        "seg_a": load_segmenter(tiny["segmenters"][0]),
+        "seg_b": load_segmenter(tiny["segmenters"][1]),
+    }
+
+
+def region_layout(kind: str, size: int = 64):
+    """Simple 2-3 region layouts used across tests."""
+    from tcig_ops.layout import layout_from_masks
+
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    if kind == "lake":  # sky / mountain / water, wavy ridge
+        sky = (yy < 0.4 + 0.1 * torch.sin(xx * 6)).float()
+        return layout_from_masks([(torch.ones(size, size), "mountain"), (sky, "sky"), ((yy > 0.7).float(), "water")])
+    if kind == "road":  # grass | road
+        return layout_from_masks([(torch.ones(size, size), "grass"), ((xx < 0.5).float(), "road")])
+    if kind == "beach":  # sand, sky, a round tree
+        sky = (yy < 0.4 + 0.1 * torch.sin(xx * 6)).float()
+        tree = (((xx - 0.5) ** 2 + (yy - 0.7) ** 2) < 0.05).float()
+        return layout_from_masks([(torch.ones(size, size), "sand"), (sky, "sky"), (tree, "tree")])
+    raise ValueError(kind)
