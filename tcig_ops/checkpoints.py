@@ -54,16 +54,26 @@ class _RestrictedUnpickler(pickle.Unpickler):
         full = f"{module}.{name}"
         if module.startswith(_INERT_MODULE_PREFIXES) or module in ("pytorch_lightning", "lightning"):
             return _inert_class(module, name)
-        allowed = torch.serialization._get_allowed_globals()  # the weights_only allow-list
+        allowed = _weights_only_allow_list()
         if full in allowed:
             return allowed[full]
         if module == "collections" and name == "OrderedDict":
             import collections
 
             return collections.OrderedDict
-        if module == "torch._utils" or (module == "torch" and name.endswith("Storage")):
+        if (module == "torch._utils" and name.startswith("_rebuild_")) or (module == "torch" and name.endswith("Storage")):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused global {full}")
+
+
+def _weights_only_allow_list() -> dict:
+    """torch's own weights_only allow-list (tensors, storages, plain containers), where available."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return _get_allowed_globals()
+    except (ImportError, AttributeError):  # private API moved: fall back to the rules below
+        return {}
 
 
 _restricted_pickle = types.SimpleNamespace(
@@ -106,7 +116,7 @@ def load_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
-        except pickle.UnpicklingError as exc:
+        except (pickle.UnpicklingError, AttributeError, TypeError, ImportError) as exc:
             raise TCIGInputError(
                 f"{what}: {path} carries pickled code or objects that are not weights ({exc}); it was not loaded. "
                 "If you trust its source, " + _convert_hint(path)

@@ -75,40 +75,68 @@ def _settings(a):
                           clip_weight=a.clip_weight, target_miou=a.target_miou)
 
 
-def _progress(total: int):
-    from tqdm import tqdm
+class _Progress:
+    """tqdm bar opened at the first step, so input errors found before step 1 print alone."""
 
-    bar = tqdm(total=total, desc="stage 1", unit="it", file=sys.stderr, leave=False)
+    def __init__(self, total: int):
+        self.total, self.bar = total, None
 
-    def callback(info):
-        bar.update(1)
+    def __call__(self, info) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc="stage 1", unit="it", file=sys.stderr, leave=False)
+        self.bar.update(1)
         if info.miou is not None:
-            bar.set_postfix(loss=f"{info.loss:.3f}", miou=f"{info.miou:.3f}")
-    return bar, callback
+            self.bar.set_postfix(loss=f"{info.loss:.3f}", miou=f"{info.miou:.3f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report, side, clip_arch=None, vqgan_config=None):
     from . import runner
     from .imageio import load_image
 
+    from .prompts import parse_prompts
+    from .stage1 import Stage1Settings
+
+    # check everything cheap before loading any model
     settings = _settings(a)
+    Stage1Settings(**vars(settings)).validate(1)
+    if a.cutn < 1:
+        raise TCIGInputError(f"--cutn: {a.cutn} cutouts; use at least 1 (32 is the usual value)")
+    if clip and settings.clip_weight > 0:
+        parse_prompts(a.prompt)
     specs = [runner.parse_segmenter_spec(s) for s in segmenter_specs]
     layout = runner.load_layout(layout_path, class_map)
     init = load_image(a.init_image, "init image")[None] if a.init_image else None
+    _quiet_transformers()
     models = runner.load_models(vqgan, clip, [s.path for s in specs], a.device, vqgan_config, clip_arch)
     if models.clip is None and settings.clip_weight > 0:
         settings.clip_weight = 0.0
         print("note: no --clip given; running with the segmentation loss only", file=sys.stderr)
-    bar, callback = _progress(settings.iterations)
+    progress = _Progress(settings.iterations)
     try:
-        result = runner.run(models, specs, layout, a.prompt, settings, a.cutn, a.cut_pow, init, callback)
+        result = runner.run(models, specs, layout, a.prompt, settings, a.cutn, a.cut_pow, init, progress)
     finally:
-        bar.close()
+        progress.close()
     data = runner.write_outputs(result, layout, models, out, report, side, vars(a) | {"size": list(a.size)}, a.device)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"mIoU {data['miou']:.3f} after {result.steps} steps ({data['seconds_per_iteration']:.3f} s/it) -> {out}")
     return 0
+
+
+def _quiet_transformers() -> None:
+    """The CLI owns its process: keep transformers' per-file progress bars off stderr."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

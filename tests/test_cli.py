@@ -1,0 +1,88 @@
+"""The CLI writes image + report and rejects bad input with exit 2 and one 'error:' line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tcig_ops.demo import demo_layout
+from tcig_ops.imageio import load_image, save_image
+from tcig_ops.world import LAYOUT_HEX
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "tcig_ops", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture()
+def layout_files(tmp_path):
+    lay = save_image(demo_layout(64, 64), str(tmp_path / "layout.png"))
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({LAYOUT_HEX[k]: k for k in ("sky", "mountain", "water")}))
+    return lay, str(classes)
+
+
+def test_cli_stage1_writes_image_and_report(tiny, layout_files, tmp_path):
+    lay, classes = layout_files
+    out, report, side = tmp_path / "o.png", tmp_path / "r.json", tmp_path / "s.png"
+    r = cli("stage1", "--vqgan", tiny["vqgan"], "--clip", tiny["clip"], "--segmenter", tiny["segmenters"][0] + ":1.0",
+            "--layout", lay, "--classes", classes, "--prompt", "a lake:1 | fog:-0.2", "--size", "64", "64",
+            "--iterations", "300", "--seed", "1", "--cutn", "8", "--out", str(out), "--report", str(report),
+            "--side-by-side", str(side))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(report.read_text())
+    for key in ("miou", "iou", "seconds_per_iteration", "peak_memory_mb", "history"):
+        assert key in data
+    assert set(data["iou"]) == {"sky", "mountain", "water"}
+    assert data["miou"] >= 0.85 and len(data["history"]) == 300 and data["peak_memory_mb"] > 0
+    assert load_image(str(out)).shape == (3, 64, 64)
+    assert load_image(str(side)).shape[2] == 3 * 64 + 2 * 4
+
+
+def test_cli_two_segmenters_with_subsets(tiny, layout_files, tmp_path):
+    lay, classes = layout_files
+    r = cli("stage1", "--vqgan", tiny["vqgan"], "--segmenter", tiny["segmenters"][0] + ":1:sky,water",
+            "--segmenter", tiny["segmenters"][1] + ":2:mountain", "--layout", lay, "--classes", classes,
+            "--size", "32", "32", "--iterations", "3", "--out", str(tmp_path / "o.png"), "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    hist = json.loads((tmp_path / "r.json").read_text())["history"]
+    assert "seg0" in hist[0] and "seg1" in hist[0] and "clip" not in hist[0]
+
+
+def _bad(r, *words):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"--vqgan": "/nope/missing.ckpt"}, ["VQGAN checkpoint", "missing.ckpt"]),
+    ({"--iterations": "0"}, ["iterations"]),
+    ({"--lr": "-1"}, ["lr"]),
+    ({"--cutn": "0"}, ["cutn"]),
+    ({"--prompt": "   "}, ["prompt"]),
+    ({"--classes": '{"#87ceeb": "skyy", "#735f54": "mountain", "#1e4ca6": "water"}'}, ["skyy", "sky"]),
+    ({"--classes": '{"#zzz": "sky"}'}, ["#zzz"]),
+    ({"--layout": "/nope/layout.png"}, ["layout", "layout.png"]),
+    ({"--size": ["abc", "64"]}, ["size"]),
+])
+def test_cli_rejects_bad_input(tiny, layout_files, tmp_path, override, words):
+    lay, classes = layout_files
+    args = {"--vqgan": tiny["vqgan"], "--clip": tiny["clip"], "--segmenter": tiny["segmenters"][0], "--layout": lay,
+            "--classes": classes, "--size": ["32", "32"], "--iterations": "2", "--out": str(tmp_path / "o.png"), "--prompt": "a lake"}
+    args.update(override)
+    flat = []
+    for k, v in args.items():
+        flat += [k] + (v if isinstance(v, list) else [v])
+    _bad(cli("stage1", *flat), *words)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_unknown_command_is_one_line():
+    _bad(cli("nonsense"))
