@@ -163,7 +163,18 @@ def run_stage1(vqgan: VQGAN, layout: Layout, guides: list[Guide], settings: Stag
     ``callback(StepInfo)`` runs after every step and may raise to cancel (the
     exception propagates; no partial result is returned). Runs inside a forked RNG
     so the caller's random state is untouched and the same seed gives the same image.
+    Works when called under ``torch.inference_mode``/``no_grad`` (ComfyUI runs nodes so):
+    the optimisation needs autograd, so it re-enables it locally. The models' weights
+    must be normal tensors, i.e. loaded outside inference mode.
     """
+    with torch.inference_mode(False), torch.enable_grad():
+        return _run(vqgan, layout, guides, settings, clip_guide, init_image, callback)
+
+
+def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> Stage1Result:
+    # tensors made under inference mode cannot be saved for backward: take normal copies
+    layout = Layout(list(layout.labels), layout.targets.clone(), layout.ignore.clone(), list(layout.notes))
+    init_image = init_image.clone() if init_image is not None else None
     settings = Stage1Settings(**vars(settings))
     notes = settings.validate(vqgan.factor)
     device = vqgan.codebook.device

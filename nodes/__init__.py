@@ -1,0 +1,1 @@
+"""ComfyUI wrappers around tcig_ops. Only ``extension.py`` and the node files import ComfyUI."""

@@ -1,0 +1,27 @@
+"""The V3 extension: registers model folders and lists every TCIG node."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+from . import model_folders
+
+
+class TCIGExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        from .evaluate import TCIGIoUEvaluate
+        from .guides import TCIGSegmenterGuide
+        from .layout_nodes import TCIGLayoutAddMask, TCIGLayoutFromColors
+        from .loaders import TCIGCLIPLoader, TCIGSegmenterLoader, TCIGVQGANLoader
+        from .refine_nodes import TCIGMaskAwareRefine, TCIGRegionalConditioning
+        from .stage1_node import TCIGStage1
+
+        return [TCIGVQGANLoader, TCIGCLIPLoader, TCIGSegmenterLoader, TCIGLayoutFromColors, TCIGLayoutAddMask,
+                TCIGSegmenterGuide, TCIGStage1, TCIGMaskAwareRefine, TCIGRegionalConditioning, TCIGIoUEvaluate]
+
+
+async def make_extension() -> TCIGExtension:
+    model_folders.register()
+    return TCIGExtension()

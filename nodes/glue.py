@@ -1,0 +1,119 @@
+"""Pure helpers the node classes use: ComfyUI tensor layouts <-> tcig_ops, chaining, parsing.
+
+No ComfyUI imports, so the tests run these without a server. ComfyUI's IMAGE is
+(B, H, W, C) float 0..1 and MASK is (B, H, W) or (H, W).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+import torch
+
+from ..tcig_ops.errors import TCIGInputError
+from ..tcig_ops.layout import Layout, layout_from_masks, match_labels
+from ..tcig_ops.metrics import layout_iou, mean_iou
+from ..tcig_ops.stage1 import Guide
+
+
+def image_to_bchw(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """IMAGE (B,H,W,C) -> (B,3,H,W) float; alpha dropped, grey expanded."""
+    if image.dim() != 4:
+        raise TCIGInputError(f"{name}: expected an IMAGE (B,H,W,C), got shape {tuple(image.shape)}")
+    x = image[..., :3].permute(0, 3, 1, 2).float()
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def bchw_to_image(x: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) or (3,H,W) -> IMAGE (B,H,W,3) on CPU."""
+    if x.dim() == 3:
+        x = x[None]
+    return x.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().contiguous()
+
+
+def mask_2d(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """MASK (1,H,W) or (H,W) -> (H,W); a batch of several masks is refused (use one per label)."""
+    if mask.dim() == 3:
+        if mask.shape[0] != 1:
+            raise TCIGInputError(f"{name}: a batch of {mask.shape[0]} masks; give one mask per label node")
+        mask = mask[0]
+    if mask.dim() != 2:
+        raise TCIGInputError(f"{name}: expected a MASK (H,W), got shape {tuple(mask.shape)}")
+    return mask.float().cpu()
+
+
+def layout_add_mask(layout: Layout | None, mask: torch.Tensor, label: str, threshold: float = 0.5) -> Layout:
+    """Chain one painted mask onto a layout; the new mask wins where it overlaps earlier ones.
+
+    A mask of another size than the layout is resized (nearest) to the layout's size.
+    """
+    m = mask_2d(mask, f"mask for '{label}'")
+    pairs: list[tuple[torch.Tensor, str]] = []
+    notes: list[str] = []
+    if layout is not None:
+        pairs = [(layout.targets[k].cpu(), lbl) for k, lbl in enumerate(layout.labels)]
+        notes = list(layout.notes)
+        if tuple(m.shape) != layout.size:
+            h, w = layout.size
+            notes.append(f"mask for '{label}' resized from {m.shape[1]}x{m.shape[0]} to {w}x{h} (nearest)")
+            m = torch.nn.functional.interpolate(m[None, None], size=(h, w), mode="nearest")[0, 0]
+    out = layout_from_masks(pairs + [(m, label)], threshold=threshold)
+    out.notes = notes + out.notes
+    return out
+
+
+def parse_class_list(text: str) -> list[str] | None:
+    """'sky, water' -> ['sky', 'water']; blank -> None (all classes)."""
+    items = [c.strip() for c in re.split(r"[,\n]", text or "") if c.strip()]
+    return items or None
+
+
+def guides_append(guides: list[Guide] | None, segmenter, weight: float, classes: str) -> list[Guide]:
+    """A new guide list (never mutates the input: ComfyUI caches node outputs)."""
+    return list(guides or []) + [Guide(segmenter, float(weight), parse_class_list(classes))]
+
+
+def region_prompts(text: str) -> "OrderedDict[str, str]":
+    """Lines 'label: prompt' -> {label: prompt}. Lines without ':' are refused with their number."""
+    out: OrderedDict[str, str] = OrderedDict()
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        if ":" not in line:
+            raise TCIGInputError(f"region prompts: line {n} {line.strip()!r} needs the form 'label: prompt'")
+        label, prompt = line.split(":", 1)
+        out[label.strip()] = prompt.strip()
+    return out
+
+
+def predict_in_layout_space(segmenter, image_bchw: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, dict[str, int]]:
+    """The segmenter's argmax (H,W) mapped to layout label indices (-1 = none), and label->class map.
+
+    Layout labels the segmenter does not know are left out of the map.
+    """
+    if getattr(segmenter, "open_vocabulary", False):
+        segmenter.set_labels(layout.labels)
+    known = {}
+    for label in layout.labels:
+        try:
+            known[label] = match_labels([label], segmenter.labels, segmenter.name)[0]
+        except TCIGInputError:
+            continue
+    if not known:
+        raise TCIGInputError(f"segmenter {segmenter.name!r} knows none of the layout labels {layout.labels}")
+    pred = segmenter.predict(image_bchw.to(segmenter.mean.device))[0].cpu()
+    lut = torch.full((len(segmenter.labels),), -1, dtype=torch.long)
+    for label, v in known.items():
+        lut[v] = layout.labels.index(label)
+    return lut[pred], known
+
+
+def evaluate(segmenter, image_bchw: torch.Tensor, layout: Layout) -> tuple[float, dict[str, float], torch.Tensor]:
+    """mIoU, per-class IoU and the layout-space prediction (H,W) for one image (1,3,H,W)."""
+    H, W = image_bchw.shape[-2:]
+    lay = layout.resized(H, W)
+    pred_layout, known = predict_in_layout_space(segmenter, image_bchw, lay)
+    raw = segmenter.predict(image_bchw.to(segmenter.mean.device))[0]
+    ious = layout_iou(raw, lay.to(raw.device), known)
+    return mean_iou(ious), ious, pred_layout

@@ -1,0 +1,60 @@
+"""Layout nodes: from painted masks (chainable) and from a colour-coded image + class map."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..tcig_ops.imageio import colourise, palette
+from ..tcig_ops.layout import layout_from_colour_image
+from . import glue
+from .types import LAYOUT
+
+DEFAULT_CLASS_MAP = '{"#87ceeb": "sky", "#735f54": "mountain", "#1e4ca6": "water"}'
+
+
+def _preview(layout):
+    return glue.bchw_to_image(colourise(layout.index_map(), palette(len(layout.labels))))
+
+
+class TCIGLayoutFromColors(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TCIGLayoutFromColors", display_name="TCIG Layout from Colours", category="TCIG/layout",
+            description="Turns a colour-coded image into a layout: each listed colour is one class; unlisted colours are ignored by the loss.",
+            inputs=[
+                io.Image.Input("image", tooltip="Colour-coded layout (flat colours; small JPEG drift is tolerated)."),
+                io.String.Input("class_map", multiline=True, default=DEFAULT_CLASS_MAP,
+                                tooltip='JSON object mapping "#rrggbb" colours to class labels.'),
+                io.Int.Input("tolerance", default=12, min=0, max=128,
+                             tooltip="Largest per-channel difference (0-255) for a pixel to count as a listed colour."),
+            ],
+            outputs=[LAYOUT.Output(display_name="layout"), io.Image.Output(display_name="preview")],
+        )
+
+    @classmethod
+    def execute(cls, image, class_map, tolerance=12) -> io.NodeOutput:
+        layout = layout_from_colour_image(glue.image_to_bchw(image, "layout image")[0], class_map, tolerance)
+        return io.NodeOutput(layout, _preview(layout))
+
+
+class TCIGLayoutAddMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TCIGLayoutAddMask", display_name="TCIG Layout Add Mask", category="TCIG/layout",
+            description="Adds one painted mask with its label to a layout. Chain several; later masks win where they overlap. Unpainted pixels are ignored.",
+            inputs=[
+                io.Mask.Input("mask", tooltip="Painted region (mask editor, LoadImage alpha, or any MASK)."),
+                io.String.Input("label", default="sky", tooltip="Class name; must be known by a segmenter guide (CLIPSeg accepts any text)."),
+                LAYOUT.Input("layout", optional=True, tooltip="Layout to add to; leave unconnected to start a new one."),
+                io.Float.Input("threshold", default=0.5, min=0.01, max=1.0, step=0.01,
+                               tooltip="Mask values at or above this count as painted."),
+            ],
+            outputs=[LAYOUT.Output(display_name="layout"), io.Image.Output(display_name="preview")],
+        )
+
+    @classmethod
+    def execute(cls, mask, label, layout=None, threshold=0.5) -> io.NodeOutput:
+        out = glue.layout_add_mask(layout, mask, label, threshold)
+        return io.NodeOutput(out, _preview(out))

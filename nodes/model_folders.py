@@ -1,0 +1,63 @@
+"""ComfyUI model folders for TCIG: models/vqgan, models/tcig_clip, models/segmenters.
+
+``tcig_clip`` holds open_clip weights for CLIP *guidance*; it is separate from ComfyUI's
+``clip``/``text_encoders`` folder, whose files are diffusion text encoders. Each folder
+also accepts entries from extra_model_paths.yaml under the same key.
+"""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+from ..tcig_ops.errors import TCIGInputError
+
+WEIGHT_EXTS = {".ckpt", ".pt", ".pth", ".bin", ".safetensors"}
+FOLDERS = {"vqgan": WEIGHT_EXTS, "tcig_clip": WEIGHT_EXTS, "segmenters": {"folder"}}
+
+
+def register() -> None:
+    """Add our folders (idempotent); keep paths that extra_model_paths.yaml added first."""
+    for name, exts in FOLDERS.items():
+        default = os.path.join(folder_paths.models_dir, name)
+        folder_paths.add_model_folder_path(name, default, is_default=True)
+        paths, _ = folder_paths.folder_names_and_paths[name]
+        folder_paths.folder_names_and_paths[name] = (paths, set(exts))
+
+
+def weight_files(name: str) -> list[str]:
+    return folder_paths.get_filename_list(name)
+
+
+def weight_path(folder: str, filename: str) -> str:
+    _refuse_escape(filename)
+    return folder_paths.get_full_path_or_raise(folder, filename)
+
+
+def segmenter_folders() -> list[str]:
+    """Sub-folders of every segmenters path that hold a transformers config.json."""
+    out = set()
+    for root in folder_paths.get_folder_paths("segmenters"):
+        if not os.path.isdir(root):
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            if "config.json" in filenames:
+                out.add(os.path.relpath(dirpath, root).replace(os.sep, "/"))
+                dirnames[:] = []  # a model folder's sub-folders are not models
+    return sorted(out)
+
+
+def segmenter_path(name: str) -> str:
+    _refuse_escape(name)
+    for root in folder_paths.get_folder_paths("segmenters"):
+        path = os.path.abspath(os.path.join(root, name))
+        if os.path.commonpath([path, os.path.abspath(root)]) == os.path.abspath(root) and os.path.isfile(os.path.join(path, "config.json")):
+            return path
+    raise TCIGInputError(f"segmenter {name!r} not found in models/segmenters (a folder with config.json); folders: {segmenter_folders()[:8]}")
+
+
+def _refuse_escape(name: str) -> None:
+    parts = name.replace("\\", "/").split("/")
+    if os.path.isabs(name) or ".." in parts:
+        raise TCIGInputError(f"model name {name!r} points outside the model folders; use a name from the list")

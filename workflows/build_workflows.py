@@ -1,0 +1,200 @@
+"""Writes the shipped workflows from one description per graph, in both formats.
+
+    python workflows/build_workflows.py
+
+- ``workflows/<name>.json``: UI format (drag into ComfyUI), also copied to
+  ``example_workflows/`` for ComfyUI's template browser;
+- ``workflows/<name>.api.json``: API format (what /prompt takes; the tests run these).
+A test checks both files are current and say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# Per node type: its widget names in the order the UI stores them ("+control" = the extra
+# control_after_generate value after a seed), and its outputs (name, type).
+NODE_TYPES = {
+    "TCIGVQGANLoader": (["vqgan_name"], [("vqgan", "TCIG_VQGAN")]),
+    "TCIGCLIPLoader": (["clip_name", "architecture"], [("tcig_clip", "TCIG_CLIP")]),
+    "TCIGSegmenterLoader": (["segmenter_name"], [("segmenter", "TCIG_SEGMENTER")]),
+    "LoadImage": (["image", "+upload"], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "TCIGLayoutFromColors": (["class_map", "tolerance"], [("layout", "TCIG_LAYOUT"), ("preview", "IMAGE")]),
+    "TCIGLayoutAddMask": (["label", "threshold"], [("layout", "TCIG_LAYOUT"), ("preview", "IMAGE")]),
+    "TCIGSegmenterGuide": (["weight", "classes"], [("guides", "TCIG_GUIDES")]),
+    "TCIGStage1": (["prompt", "width", "height", "iterations", "lr", "clip_weight", "cutn", "cut_pow", "seed", "+control", "target_miou"],
+                   [("image", "IMAGE"), ("report", "STRING")]),
+    "CheckpointLoaderSimple": (["ckpt_name"], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "CLIPTextEncode": (["text"], [("CONDITIONING", "CONDITIONING")]),
+    "TCIGRegionalConditioning": (["region_prompts", "suffix", "strength"], [("conditioning", "CONDITIONING")]),
+    "TCIGMaskAwareRefine": (["base_denoise", "border_denoise", "border_width", "disagreement_denoise", "softness"],
+                            [("latent", "LATENT"), ("denoise_map", "MASK")]),
+    "DifferentialDiffusion": (["strength"], [("MODEL", "MODEL")]),
+    "KSampler": (["seed", "+control", "steps", "cfg", "sampler_name", "scheduler", "denoise"], [("LATENT", "LATENT")]),
+    "VAEDecode": ([], [("IMAGE", "IMAGE")]),
+    "TCIGIoUEvaluate": (["title", "filename_prefix"], [("miou", "FLOAT"), ("report", "STRING"), ("overlay", "IMAGE")]),
+    "SaveImage": (["filename_prefix"], [],),
+}
+CLASS_MAP = '{"#87ceeb": "sky", "#735f54": "mountain", "#1e4ca6": "water"}'
+PROMPT = "a mountain lake under a clear sky, morning light"
+
+
+def L(node: int, slot: int = 0):
+    """A link from output ``slot`` of ``node``."""
+    return ("link", node, slot)
+
+
+def _common(seg_name="segformer-b0-finetuned-ade-512-512"):
+    return {
+        1: ("TCIGVQGANLoader", {"vqgan_name": "vqgan_imagenet_f16_16384.ckpt"}),
+        2: ("TCIGCLIPLoader", {"clip_name": "open_clip_vit_b32.safetensors", "architecture": "ViT-B-32"}),
+        3: ("TCIGSegmenterLoader", {"segmenter_name": seg_name}),
+        4: ("LoadImage", {"image": "tcig_layout.png", "+upload": "image"}),
+        5: ("TCIGLayoutFromColors", {"image": L(4), "class_map": CLASS_MAP, "tolerance": 12}),
+        6: ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": ""}),
+    }
+
+
+def _stage1(node_guides=6, node_layout=5, iterations=300):
+    return ("TCIGStage1", {"vqgan": L(1), "guides": L(node_guides), "layout": L(node_layout), "tcig_clip": L(2), "prompt": PROMPT,
+                           "width": 256, "height": 256, "iterations": iterations, "lr": 0.2, "clip_weight": 0.3, "cutn": 16,
+                           "cut_pow": 1.0, "seed": 0, "+control": "fixed", "target_miou": 0.0})
+
+
+def two_stage():
+    g = _common()
+    g[7] = _stage1()
+    g[8] = ("CheckpointLoaderSimple", {"ckpt_name": "v1-5-pruned-emaonly.safetensors"})
+    g[9] = ("CLIPTextEncode", {"clip": L(8, 1), "text": PROMPT + ", highly detailed photo"})
+    g[10] = ("CLIPTextEncode", {"clip": L(8, 1), "text": "blurry, low quality"})
+    g[11] = ("TCIGRegionalConditioning", {"clip": L(8, 1), "layout": L(5), "global_conditioning": L(9),
+                                          "region_prompts": "sky: clear blue sky\nmountain: rocky mountain\nwater: calm lake",
+                                          "suffix": "highly detailed photo", "strength": 1.0})
+    g[12] = ("TCIGMaskAwareRefine", {"image": L(7), "vae": L(8, 2), "layout": L(5), "segmenter": L(3), "base_denoise": 0.45,
+                                     "border_denoise": 0.7, "border_width": 16, "disagreement_denoise": 0.85, "softness": 9})
+    g[13] = ("DifferentialDiffusion", {"model": L(8), "strength": 1.0})
+    g[14] = ("KSampler", {"model": L(13), "positive": L(11), "negative": L(10), "latent_image": L(12), "seed": 0, "+control": "fixed",
+                          "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0})
+    g[15] = ("VAEDecode", {"samples": L(14), "vae": L(8, 2)})
+    g[16] = ("TCIGIoUEvaluate", {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_stage1"})
+    g[17] = ("TCIGIoUEvaluate", {"image": L(15), "segmenter": L(3), "layout": L(5), "title": "stage 2", "filename_prefix": "TCIG/iou_stage2"})
+    g[18] = ("SaveImage", {"images": L(7), "filename_prefix": "TCIG/stage1"})
+    g[19] = ("SaveImage", {"images": L(15), "filename_prefix": "TCIG/stage2"})
+    return g
+
+
+def multi_segmenter():
+    g = _common()
+    del g[5]
+    g[4] = ("LoadImage", {"image": "tcig_mask_sky.png", "+upload": "image"})
+    g[20] = ("LoadImage", {"image": "tcig_mask_water.png", "+upload": "image"})
+    g[26] = ("LoadImage", {"image": "tcig_mask_mountain.png", "+upload": "image"})
+    g[21] = ("TCIGLayoutAddMask", {"mask": L(26, 1), "label": "mountain", "threshold": 0.5})
+    g[5] = ("TCIGLayoutAddMask", {"mask": L(4, 1), "layout": L(21), "label": "sky", "threshold": 0.5})
+    g[22] = ("TCIGLayoutAddMask", {"mask": L(20, 1), "layout": L(5), "label": "water", "threshold": 0.5})
+    g[23] = ("TCIGSegmenterLoader", {"segmenter_name": "clipseg-rd64-refined"})
+    g[6] = ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": "sky, mountain"})
+    g[24] = ("TCIGSegmenterGuide", {"segmenter": L(23), "guides": L(6), "weight": 1.0, "classes": "water"})
+    g[7] = _stage1(node_guides=24, node_layout=22)
+    g[16] = ("TCIGIoUEvaluate", {"image": L(7), "segmenter": L(3), "layout": L(22), "title": "stage 1", "filename_prefix": "TCIG/iou_multi"})
+    g[18] = ("SaveImage", {"images": L(7), "filename_prefix": "TCIG/multi"})
+    return g
+
+
+def stage1_only():
+    g = _common()
+    g[7] = _stage1()
+    g[16] = ("TCIGIoUEvaluate", {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_stage1_only"})
+    g[18] = ("SaveImage", {"images": L(7), "filename_prefix": "TCIG/stage1_only"})
+    g[25] = ("SaveImage", {"images": L(16, 2), "filename_prefix": "TCIG/stage1_overlay"})
+    return g
+
+
+GRAPHS = {"tcig_two_stage": two_stage, "tcig_multi_segmenter": multi_segmenter, "tcig_stage1_only": stage1_only}
+
+
+def to_api(graph: dict) -> dict:
+    api = {}
+    for nid, (ntype, inputs) in sorted(graph.items()):
+        api[str(nid)] = {"class_type": ntype, "inputs": {
+            k: ([str(v[1]), v[2]] if isinstance(v, tuple) else v) for k, v in inputs.items() if not k.startswith("+")}}
+    return api
+
+
+def to_ui(graph: dict) -> dict:
+    nodes, links = [], []
+    out_links: dict[tuple[int, int], list[int]] = {}
+    order = sorted(graph)
+    for nid in order:
+        for k, v in graph[nid][1].items():
+            if isinstance(v, tuple):
+                links.append([len(links) + 1, v[1], v[2], nid, None, NODE_TYPES[graph[v[1]][0]][1][v[2]][1], k])
+                out_links.setdefault((v[1], v[2]), []).append(len(links))
+    for i, nid in enumerate(order):
+        ntype, inputs = graph[nid]
+        widgets, outputs = NODE_TYPES[ntype]
+        sockets = [(k, v) for k, v in inputs.items() if isinstance(v, tuple)]
+        ui_inputs = []
+        for slot, (k, v) in enumerate(sockets):
+            link = next(l for l in links if l[3] == nid and l[6] == k)
+            link[4] = slot
+            ui_inputs.append({"name": k, "type": link[5], "link": link[0]})
+        nodes.append({
+            "id": nid, "type": ntype, "pos": [60 + 330 * (i % 5), 60 + 380 * (i // 5)], "size": [300, 200],
+            "flags": {}, "order": i, "mode": 0, "inputs": ui_inputs,
+            "outputs": [{"name": n, "type": t, "links": out_links.get((nid, s), []), "slot_index": s} for s, (n, t) in enumerate(outputs)],
+            "properties": {"Node name for S&R": ntype},
+            "widgets_values": [inputs[w] for w in widgets],
+        })
+    return {"last_node_id": max(graph), "last_link_id": len(links), "nodes": nodes,
+            "links": [l[:6] for l in links], "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def example_inputs(size: int = 256) -> dict[str, object]:
+    """The input images the workflows load: {file name: PIL image}. Masks are painted as
+    transparency, as ComfyUI's mask editor does (LoadImage's MASK = 1 - alpha)."""
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, ROOT)  # a build script, not the pack: reuse the demo layout
+    from tcig_ops.demo import demo_layout
+
+    lay = (demo_layout(size, size).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    out = {"tcig_layout.png": Image.fromarray(lay)}
+    for name, hexcol in (("sky", (0x87, 0xCE, 0xEB)), ("water", (0x1E, 0x4C, 0xA6)), ("mountain", None)):
+        painted = np.ones(lay.shape[:2], bool) if hexcol is None else (lay == np.array(hexcol)).all(-1)
+        rgba = np.zeros((*lay.shape[:2], 4), np.uint8)
+        rgba[..., :3] = 128
+        rgba[..., 3] = np.where(painted, 0, 255)
+        out[f"tcig_mask_{name}.png"] = Image.fromarray(rgba, "RGBA")
+    return out
+
+
+def render() -> dict[str, str]:
+    """{relative path: file text} for every shipped workflow file."""
+    files = {}
+    for name, build in GRAPHS.items():
+        graph = build()
+        ui = json.dumps(to_ui(graph), indent=1) + "\n"
+        files[f"workflows/{name}.json"] = ui
+        files[f"example_workflows/{name}.json"] = ui
+        files[f"workflows/{name}.api.json"] = json.dumps(to_api(graph), indent=1) + "\n"
+    return files
+
+
+if __name__ == "__main__":
+    for rel, text in render().items():
+        path = os.path.join(ROOT, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        print("wrote", rel)
+    for name, image in example_inputs().items():
+        image.save(os.path.join(ROOT, "example_inputs", name))
+        print("wrote example_inputs/" + name)
