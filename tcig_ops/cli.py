@@ -44,7 +44,7 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--side-by-side", help="PNG of layout | result | segmentation overlay")
 
     d = sub.add_parser("demo", help="the whole stage 1 demo on tiny models (or a models folder with manifest.json)")
-    _stage1_args(d, size=128)
+    _stage1_args(d, size=96)
     d.add_argument("--models", default=None, help="folder with manifest.json (default: .cache/tiny-models, written if absent)")
     d.add_argument("--out-dir", default="demo_output")
     return p

@@ -1,6 +1,6 @@
 """The demo: a three-region layout (sky / mountain / water) run through stage 1.
 
-With no models folder it writes (once) and uses the tiny models in ``.cache/tiny-models``.
+With no models folder it writes (once) and uses the tiny models cached under ``.cache/``.
 A real models folder holds a ``manifest.json`` naming real files, e.g.::
 
     {"vqgan": "vqgan_imagenet_f16_16384.ckpt", "clip": "open_clip_model.safetensors",
@@ -19,8 +19,6 @@ import torch
 
 from .imageio import save_image
 from .world import LAYOUT_HEX
-
-DEFAULT_TINY = os.path.join(".cache", "tiny-models")
 
 
 def demo_layout(width: int, height: int) -> torch.Tensor:
@@ -42,7 +40,9 @@ def prepare_demo(models_dir: str | None, out_dir: str, size: tuple[int, int]) ->
     from .runner import manifest
 
     if models_dir is None:
-        models_dir = DEFAULT_TINY
+        from .tiny import cache_dir
+
+        models_dir = cache_dir()
         if not os.path.isfile(os.path.join(models_dir, "manifest.json")):
             from .tiny import write_tiny_models
 

@@ -135,6 +135,7 @@ class Stage1Settings:
     clip_weight: float = 0.3  # measured on the tiny models: 1.0 lets CLIP pull the layout apart
     target_miou: float | None = None  # stop early once the first guide's mIoU reaches this
     lr_decay: float = 0.1  # cosine decay of the learning rate to lr * lr_decay at the last step
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16": autocast dtype of the forward pass (z and Adam stay fp32)
 
     def validate(self, factor: int) -> list[str]:
         notes = []
@@ -142,6 +143,8 @@ class Stage1Settings:
             raise TCIGInputError(f"iterations: {self.iterations}; use at least 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TCIGInputError(f"lr: {self.lr}; use a positive learning rate (0.1 is usual)")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise TCIGInputError(f"precision: {self.precision!r}; use fp32, bf16 or fp16")
         if self.clip_weight < 0 or not math.isfinite(self.clip_weight):
             raise TCIGInputError(f"clip_weight: {self.clip_weight}; use a finite number >= 0")
         for name in ("width", "height"):
@@ -179,6 +182,7 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> S
     notes = settings.validate(vqgan.factor)
     device = vqgan.codebook.device
     W, H = settings.width, settings.height
+    check_memory(vqgan, W, H, device)
     layout = layout.resized(H, W).to(device)
     notes += layout.notes
     bound = bind_guides(guides, layout)
@@ -201,18 +205,22 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> S
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: settings.lr_decay + (1 - settings.lr_decay) * 0.5 * (1 + math.cos(math.pi * i / max(1, total))))
         history: list[dict] = []
-        last_good = z.detach().clone()
         stopped, steps = "completed", 0
+        autocast = _autocast(settings.precision, device)
         for step in range(total):
-            image = vqgan.decode(vqgan.quantize_st(z))
-            terms = {}
-            loss = image.new_zeros(())
-            if clip_guide is not None and settings.clip_weight > 0:
-                terms["clip"] = clip_guide(image)
-                loss = loss + settings.clip_weight * terms["clip"]
+            with autocast:
+                image = vqgan.decode(vqgan.quantize_st(z))
+                terms = {}
+                if clip_guide is not None and settings.clip_weight > 0:
+                    terms["clip"] = clip_guide(image)
+                fulls = [b.guide.segmenter(image) for b in bound]  # each (1, K_vocab, H, W)
+            # the losses themselves in fp32: small MSE differences vanish in bf16
+            loss = image.new_zeros((), dtype=torch.float32)
+            if "clip" in terms:
+                loss = loss + settings.clip_weight * terms["clip"].float()
             miou = None
-            for i, b in enumerate(bound):
-                full = b.guide.segmenter(image)  # (1, K_vocab, H, W)
+            for i, (b, full) in enumerate(zip(bound, fulls)):
+                full = full.float()
                 terms[f"seg{i}"] = segmentation_loss(full[:, b.vocab_idx], b.targets, valid)
                 loss = loss + b.guide.weight * terms[f"seg{i}"]
                 if i == 0:  # control is reported against the first (guiding) segmenter's argmax
@@ -226,7 +234,6 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> S
             opt.step()
             sched.step()
             with torch.no_grad():
-                last_good.copy_(z)
                 z.copy_(torch.maximum(torch.minimum(z, zmax), zmin))
             steps = step + 1
             record = {"step": step, "loss": loss.item(), "miou": miou}
@@ -237,11 +244,55 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> S
             if settings.target_miou is not None and miou is not None and miou >= settings.target_miou:
                 stopped = "target_miou"
                 break
-        final_z = z.detach() if stopped != "non_finite_loss" else last_good
+        # on a non-finite loss z was not updated: it is the last good latent
+        final_z = z.detach()
         final = _decode(vqgan, final_z)
         ious = layout_iou(bound[0].guide.segmenter.predict(final.to(device))[0], layout, bound[0].label_to_vocab)
     return Stage1Result(final.cpu(), final_z.cpu(), history, mean_iou(ious), ious, steps, stopped, notes,
                         time.perf_counter() - t0)
+
+
+def estimate_memory_bytes(vqgan: VQGAN, width: int, height: int) -> int:
+    """Rough peak of one stage-1 step: decoder activations kept for backward dominate.
+
+    Per output pixel the taming decoder keeps about 12 feature maps of its widest
+    full-resolution width in fp32 (convolutions, norms and activations of each block);
+    measured on the tiny and ImageNet-f16 architectures this is within 2x.
+    """
+    dd = vqgan.ddconfig
+    ch = dd["ch"] * dd["ch_mult"][0]  # channels at full resolution
+    return int(width * height * ch * 4 * 12 * (dd["num_res_blocks"] + 1))
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` (CUDA: free VRAM; CPU: available RAM on Linux), or None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(vqgan: VQGAN, width: int, height: int, device: torch.device) -> None:
+    """Refuse sizes whose estimated need exceeds the free memory, before allocating anything."""
+    need, free = estimate_memory_bytes(vqgan, width, height), available_memory_bytes(device)
+    if free is not None and need > free:
+        raise TCIGInputError(
+            f"size {width}x{height}: stage 1 would need about {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB is free on "
+            f"{device.type}; use a smaller size and upscale in stage 2"
+        )
+
+
+def _autocast(precision: str, device: torch.device):
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _decode(vqgan: VQGAN, z: torch.Tensor) -> torch.Tensor:

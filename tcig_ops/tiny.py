@@ -231,6 +231,20 @@ def _write_vqgan(model, folder: str) -> str:
     return path
 
 
+def cache_dir(base: str = ".cache") -> str:
+    """Where the tiny models of *this* code version are cached: the name hashes the files that
+    decide their content (and the torch version), so a change regenerates them."""
+    import hashlib
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha1()
+    for name in ("tiny.py", "world.py", "vqgan.py"):
+        with open(os.path.join(here, name), "rb") as f:
+            h.update(f.read())
+    h.update(torch.__version__.encode())
+    return os.path.join(base, f"tiny-models-{h.hexdigest()[:10]}")
+
+
 def write_tiny_models(folder: str, seed: int = 0, vqgan_steps: int = 500, seg_steps: int = 200,
                       quiet: bool = False) -> dict:
     """Write every tiny model and ``manifest.json``; returns the manifest (paths absolute)."""

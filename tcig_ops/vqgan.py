@@ -80,6 +80,7 @@ class VQGAN(nn.Module):
             self.quantize = VectorQuantizer2(n_embed, embed_dim, beta=0.25)
         self.quant_conv = nn.Conv2d(dd["z_channels"], embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, dd["z_channels"], 1)
+        self.ddconfig = dd
         self.factor = 2 ** (len(dd["ch_mult"]) - 1)
         self.embed_dim = embed_dim
 

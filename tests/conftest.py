@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -14,12 +13,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _tiny_dir() -> pathlib.Path:
-    # the cache key covers the code that decides what the tiny models are
-    h = hashlib.sha1()
-    for name in ("tiny.py", "world.py", "vqgan.py"):
-        h.update((ROOT / "tcig_ops" / name).read_bytes())
-    h.update(torch.__version__.encode())
-    return ROOT / ".cache" / f"tiny-models-{h.hexdigest()[:10]}"
+    from tcig_ops.tiny import cache_dir
+
+    return pathlib.Path(cache_dir(str(ROOT / ".cache")))
 
 
 @pytest.fixture(scope="session")

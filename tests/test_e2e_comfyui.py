@@ -73,6 +73,25 @@ def test_object_info_lists_every_tcig_node_and_models(server):
     assert "tiny-clipseg" in json.dumps(info["TCIGSegmenterLoader"]["input"]["required"]["segmenter_name"])
 
 
+def test_ui_workflow_widgets_follow_the_servers_input_order(server):
+    """The UI twins store widget values by position; the order must be the server's."""
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "workflows"))
+    try:
+        import build_workflows
+    finally:
+        sys.path.pop(0)
+    info = server.get("/object_info")
+    sockets = {"IMAGE", "MASK", "LATENT", "MODEL", "CLIP", "VAE", "CONDITIONING"}
+    for node_type, (widgets, _) in build_workflows.NODE_TYPES.items():
+        spec = info[node_type]["input"]
+        names = [k for part in ("required", "optional") for k, v in spec.get(part, {}).items()
+                 if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+        names = [n for n in names if n not in sockets]
+        assert [w for w in widgets if not w.startswith("+")] == names, node_type
+
+
 def _outputs(server, hist, prompt):
     images, reports = [], []
     for nid, out in hist["outputs"].items():

@@ -39,6 +39,7 @@ NODE_TYPES = {
     "TCIGIoUEvaluate": (["title", "filename_prefix"], [("miou", "FLOAT"), ("report", "STRING"), ("overlay", "IMAGE")]),
     "SaveImage": (["filename_prefix"], [],),
 }
+TALL = {"TCIGStage1": 460, "TCIGMaskAwareRefine": 300, "KSampler": 300, "TCIGRegionalConditioning": 300}  # UI heights
 CLASS_MAP = '{"#87ceeb": "sky", "#735f54": "mountain", "#1e4ca6": "water"}'
 PROMPT = "a mountain lake under a clear sky, morning light"
 
@@ -134,6 +135,22 @@ def to_ui(graph: dict) -> dict:
             if isinstance(v, tuple):
                 links.append([len(links) + 1, v[1], v[2], nid, None, NODE_TYPES[graph[v[1]][0]][1][v[2]][1], k])
                 out_links.setdefault((v[1], v[2]), []).append(len(links))
+    # lay nodes out left to right by dependency depth, so the graph reads like the data flow
+    depth: dict[int, int] = {}
+
+    def d(n):
+        if n not in depth:
+            srcs = [v[1] for v in graph[n][1].values() if isinstance(v, tuple)]
+            depth[n] = 1 + max((d(x) for x in srcs), default=-1)
+        return depth[n]
+
+    tops: dict[int, int] = {}
+    pos, size = {}, {}
+    for nid in order:
+        col = d(nid)
+        size[nid] = [320, TALL.get(graph[nid][0], 240)]
+        pos[nid] = [40 + 360 * col, tops.get(col, 40)]
+        tops[col] = pos[nid][1] + size[nid][1] + 50
     for i, nid in enumerate(order):
         ntype, inputs = graph[nid]
         widgets, outputs = NODE_TYPES[ntype]
@@ -144,7 +161,7 @@ def to_ui(graph: dict) -> dict:
             link[4] = slot
             ui_inputs.append({"name": k, "type": link[5], "link": link[0]})
         nodes.append({
-            "id": nid, "type": ntype, "pos": [60 + 330 * (i % 5), 60 + 380 * (i // 5)], "size": [300, 200],
+            "id": nid, "type": ntype, "pos": pos[nid], "size": size[nid],
             "flags": {}, "order": i, "mode": 0, "inputs": ui_inputs,
             "outputs": [{"name": n, "type": t, "links": out_links.get((nid, s), []), "slot_index": s} for s, (n, t) in enumerate(outputs)],
             "properties": {"Node name for S&R": ntype},
