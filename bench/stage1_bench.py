@@ -95,8 +95,12 @@ def ours_runner(vq, clip, seg, size, cutn, precision, with_seg=True, seed=0):
     guides = [Guide(seg, 1.0 if with_seg else 0.0)]
 
     def run(iters):
-        return run_stage1(vq, layout, guides, Stage1Settings(width=size, height=size, iterations=iters, seed=seed,
-                                                             clip_weight=1.0, precision=precision), clip_guide=guide)
+        """Seconds per step, timed between step callbacks (set-up and the final decode excluded)."""
+        stamps = []
+        run_stage1(vq, layout, guides, Stage1Settings(width=size, height=size, iterations=iters + 1, seed=seed,
+                                                      clip_weight=1.0, precision=precision), clip_guide=guide,
+                   callback=lambda info: stamps.append(time.perf_counter()))
+        return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
     return run
 
 
@@ -115,14 +119,9 @@ def measure(variant: str, size: int, iters: int, cutn: int) -> dict:
             step()
         sec = (time.perf_counter() - t) / iters
     else:
-        precision, with_seg = {"ours_fp32": ("fp32", True), "ours": ("bf16", True), "ours_noseg": ("bf16", False)}[variant]
-        if precision != "fp32":
-            vq.to(memory_format=torch.channels_last)
+        precision, with_seg = {"ours": ("fp32", True), "ours_bf16": ("bf16", True), "ours_noseg": ("fp32", False)}[variant]
         run = ours_runner(vq, clip, seg, size, cutn, precision, with_seg)
-        run(1)
-        t = time.perf_counter()
-        run(iters)
-        sec = (time.perf_counter() - t) / iters
+        sec = run(iters)  # its first step is the warm-up
     return {"variant": variant, "size": size, "s_per_it": sec, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -172,6 +171,8 @@ def main():
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--cutn", type=int, default=32)
+    p.add_argument("--variants", nargs="+", default=["classic", "ours", "ours_noseg", "ours_bf16"])
+    p.add_argument("--skip-miou", action="store_true", help="skip the time-to-mIoU part")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: variant size
     a = p.parse_args()
     if a.one:
@@ -186,19 +187,23 @@ def main():
     rows = []
     for size in a.sizes:
         res = {}
-        for variant in ("classic", "ours_fp32", "ours", "ours_noseg"):
+        for variant in a.variants:
             out = subprocess.run([sys.executable, __file__, "--one", variant, str(size), "--iters", str(a.iters), "--cutn", str(a.cutn)],
                                  capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-3000:])
                 raise SystemExit(1)
             res[variant] = json.loads(out.stdout.strip().splitlines()[-1])
-        c, o, n, f = res["classic"], res["ours"], res["ours_noseg"], res["ours_fp32"]
-        print(f"\n{size}px  classic {c['s_per_it']:.2f} s/it {c['peak_mb']:.0f} MB | ours fp32 {f['s_per_it']:.2f} s/it "
-              f"{f['peak_mb']:.0f} MB | ours bf16 {o['s_per_it']:.2f} s/it {o['peak_mb']:.0f} MB")
-        print(f"  speed-up ours (bf16, with seg loss) vs classic: {c['s_per_it'] / o['s_per_it']:.2f}x; "
-              f"peak memory ratio {o['peak_mb'] / c['peak_mb']:.2f}; seg loss adds {100 * (o['s_per_it'] / n['s_per_it'] - 1):.0f}% to an iteration")
-        rows.append((size, c, f, o, n))
+        nan = {"s_per_it": float("nan"), "peak_mb": float("nan")}
+        c, o, n, b = (res.get(v, nan) for v in ("classic", "ours", "ours_noseg", "ours_bf16"))
+        print(f"\n{size}px  classic {c['s_per_it']:.2f} s/it {c['peak_mb']:.0f} MB | ours fp32 {o['s_per_it']:.2f} s/it "
+              f"{o['peak_mb']:.0f} MB | ours without seg loss {n['s_per_it']:.2f} s/it | ours bf16 autocast {b['s_per_it']:.2f} s/it {b['peak_mb']:.0f} MB")
+        best = o
+        print(f"  speed-up of ours (fp32, with seg loss) vs classic: {c['s_per_it'] / o['s_per_it']:.2f}x (bf16: {c['s_per_it'] / b['s_per_it']:.2f}x); "
+              f"peak memory ratio {best['peak_mb'] / c['peak_mb']:.2f}; the seg loss adds {100 * (o['s_per_it'] / n['s_per_it'] - 1):.0f}% to an iteration")
+        rows.append((size, c, o, n, b))
+    if a.skip_miou:
+        return
     t = time_to_miou()
     print(f"\ntime to mIoU 0.9 (tiny models, 64px, mean of 3 seeds): plain {t['plain']['steps']:.0f} steps "
           f"{t['plain']['seconds']:.1f} s (reached {t['plain']['reached']}/3) | ours {t['ours']['steps']:.0f} steps "

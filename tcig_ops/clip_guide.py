@@ -139,16 +139,15 @@ def random_boxes(n: int, height: int, width: int, cut_size: int, cut_pow: float,
 
 
 def cutouts(image: torch.Tensor, boxes: torch.Tensor, cut_size: int) -> torch.Tensor:
-    """All crops of ``image`` (1,3,H,W) at once -> (n,3,cut,cut), area-averaged like adaptive pooling.
+    """Crops of ``image`` (1,3,H,W) given as (n,4) boxes -> (n,3,cut,cut), area-averaged.
 
-    One roi_align call replaces the per-cutout slice + pool loop of the classic code.
+    Slicing plus adaptive average pooling per box: measured on a 2-core CPU it is several
+    times cheaper (forward and backward) than one batched roi_align call.
     """
-    from torchvision.ops import roi_align
-
-    rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1).to(image.dtype)
-    side = (boxes[:, 2] - boxes[:, 0]).max().item()
-    ratio = max(1, int(round(side / cut_size)))  # sample points per output pixel ~ pooling window
-    return roi_align(image, rois, output_size=cut_size, spatial_scale=1.0, sampling_ratio=min(ratio, 8), aligned=True)
+    out = []
+    for x0, y0, x1, y1 in boxes.round().long().tolist():
+        out.append(F.adaptive_avg_pool2d(image[:, :, y0:y1, x0:x1], cut_size))
+    return torch.cat(out)
 
 
 class ClipGuide(nn.Module):

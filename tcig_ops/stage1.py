@@ -213,13 +213,25 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> S
                 terms = {}
                 if clip_guide is not None and settings.clip_weight > 0:
                     terms["clip"] = clip_guide(image)
-                fulls = [b.guide.segmenter(image) for b in bound]  # each (1, K_vocab, H, W)
+                # a guide with weight 0 adds no gradient: only the first one is still run
+                # (without autograd) because the history reports its mIoU
+                fulls = []
+                for i, b in enumerate(bound):
+                    if b.guide.weight > 0:
+                        fulls.append(b.guide.segmenter(image))  # (1, K_vocab, H, W)
+                    elif i == 0:
+                        with torch.no_grad():
+                            fulls.append(b.guide.segmenter(image))
+                    else:
+                        fulls.append(None)
             # the losses themselves in fp32: small MSE differences vanish in bf16
             loss = image.new_zeros((), dtype=torch.float32)
             if "clip" in terms:
                 loss = loss + settings.clip_weight * terms["clip"].float()
             miou = None
             for i, (b, full) in enumerate(zip(bound, fulls)):
+                if full is None:
+                    continue
                 full = full.float()
                 terms[f"seg{i}"] = segmentation_loss(full[:, b.vocab_idx], b.targets, valid)
                 loss = loss + b.guide.weight * terms[f"seg{i}"]
