@@ -12,7 +12,7 @@ from collections import OrderedDict
 import torch
 
 from ..tcig_ops.errors import TCIGInputError
-from ..tcig_ops.layout import Layout, layout_from_masks, match_labels
+from ..tcig_ops.layout import Layout, layout_from_masks, vocabulary_to_layout
 from ..tcig_ops.metrics import layout_iou, mean_iou
 from ..tcig_ops.stage1 import Guide
 
@@ -94,18 +94,10 @@ def predict_in_layout_space(segmenter, image_bchw: torch.Tensor, layout: Layout)
     """
     if getattr(segmenter, "open_vocabulary", False):
         segmenter.set_labels(layout.labels)
-    known = {}
-    for label in layout.labels:
-        try:
-            known[label] = match_labels([label], segmenter.labels, segmenter.name)[0]
-        except TCIGInputError:
-            continue
+    lut, known = vocabulary_to_layout(segmenter.labels, segmenter.name, layout.labels)
     if not known:
         raise TCIGInputError(f"segmenter {segmenter.name!r} knows none of the layout labels {layout.labels}")
     pred = segmenter.predict(image_bchw.to(segmenter.mean.device))[0].cpu()
-    lut = torch.full((len(segmenter.labels),), -1, dtype=torch.long)
-    for label, v in known.items():
-        lut[v] = layout.labels.index(label)
     return lut[pred], known
 
 

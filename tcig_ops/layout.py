@@ -211,3 +211,21 @@ def match_labels(wanted: list[str], vocabulary: list[str], owner: str) -> list[i
             raise TCIGInputError(f"label {label!r} is not in the vocabulary of segmenter {owner!r}{hint}")
         out.append(lookup[key])
     return out
+
+
+def vocabulary_to_layout(vocabulary: list[str], owner: str, labels: list[str]) -> tuple[torch.Tensor, dict[str, int]]:
+    """Map a segmenter's class indices to layout label indices.
+
+    Returns a lookup (len(vocabulary),) long with -1 for classes outside the layout, and
+    {layout label: class index} for the labels this vocabulary knows (others are left out).
+    """
+    known = {}
+    for label in labels:
+        try:
+            known[label] = match_labels([label], vocabulary, owner)[0]
+        except TCIGInputError:
+            continue
+    lut = torch.full((len(vocabulary),), -1, dtype=torch.long)
+    for label, v in known.items():
+        lut[v] = labels.index(label)
+    return lut, known

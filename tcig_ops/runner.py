@@ -101,22 +101,13 @@ def write_outputs(result: Stage1Result, layout: Layout, models: Models, out: str
 
 def side_by_side_panel(image: torch.Tensor, layout: Layout, segmenter: Segmenter) -> torch.Tensor:
     """layout | result | the segmenter's view of the result (in layout colours), (3, H, 3W+gaps)."""
-    from .layout import match_labels
-    from .metrics import layout_iou  # noqa: F401
+    from .layout import vocabulary_to_layout
 
     H, W = image.shape[-2:]
     lay = layout.resized(H, W)
     colours = palette(len(lay.labels))
     pred = segmenter.predict(image.to(segmenter.mean.device))[0].cpu()
-    known = {}
-    for label in lay.labels:
-        try:
-            known[label] = match_labels([label], segmenter.labels, segmenter.name)[0]
-        except TCIGInputError:
-            pass
-    lut = torch.full((len(segmenter.labels),), -1, dtype=torch.long)
-    for label, v in known.items():
-        lut[v] = lay.labels.index(label)
+    lut, _ = vocabulary_to_layout(segmenter.labels, segmenter.name, lay.labels)
     return side_by_side(colourise(lay.index_map(), colours), image[0].cpu(), overlay(image, lut[pred], colours))
 
 

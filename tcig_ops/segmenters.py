@@ -86,29 +86,30 @@ class Segmenter(nn.Module):
             return self.scores(image).argmax(1)
 
 
-class HFSemanticSegmenter(Segmenter):
-    """transformers models whose output has per-pixel ``logits`` (SegFormer, UperNet, DPT, BEiT...)."""
+class _HFLabelledSegmenter(Segmenter):
+    """A transformers model with a fixed vocabulary in ``config.id2label``."""
+
+    default_size = 512
 
     def __init__(self, model: nn.Module, pre: dict, name: str):
         super().__init__(pre.get("image_mean", [0.485, 0.456, 0.406]), pre.get("image_std", [0.229, 0.224, 0.225]),
-                         _native_size(pre, 512), name)
+                         _native_size(pre, self.default_size), name)
         self.model = model.eval().requires_grad_(False)
         id2label = model.config.id2label
         self.labels = [str(id2label[i]) for i in range(len(id2label))]
+
+
+class HFSemanticSegmenter(_HFLabelledSegmenter):
+    """transformers models whose output has per-pixel ``logits`` (SegFormer, UperNet, DPT, BEiT...)."""
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=x).logits
 
 
-class HFUniversalSegmenter(Segmenter):
+class HFUniversalSegmenter(_HFLabelledSegmenter):
     """Mask2Former / MaskFormer: per-query class scores times per-query masks, summed per class."""
 
-    def __init__(self, model: nn.Module, pre: dict, name: str):
-        super().__init__(pre.get("image_mean", [0.485, 0.456, 0.406]), pre.get("image_std", [0.229, 0.224, 0.225]),
-                         _native_size(pre, 384), name)
-        self.model = model.eval().requires_grad_(False)
-        id2label = model.config.id2label
-        self.labels = [str(id2label[i]) for i in range(len(id2label))]
+    default_size = 384
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=x)
