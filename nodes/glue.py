@@ -13,7 +13,7 @@ import torch
 
 from ..tcig_ops.errors import TCIGInputError
 from ..tcig_ops.layout import Layout, layout_from_masks, vocabulary_to_layout
-from ..tcig_ops.metrics import layout_iou, mean_iou
+from ..tcig_ops.metrics import iou_from_index_maps, mean_iou
 from ..tcig_ops.stage1 import Guide
 
 
@@ -106,6 +106,5 @@ def evaluate(segmenter, image_bchw: torch.Tensor, layout: Layout) -> tuple[float
     H, W = image_bchw.shape[-2:]
     lay = layout.resized(H, W)
     pred_layout, known = predict_in_layout_space(segmenter, image_bchw, lay)
-    raw = segmenter.predict(image_bchw.to(segmenter.mean.device))[0]
-    ious = layout_iou(raw, lay.to(raw.device), known)
+    ious = {k: v for k, v in iou_from_index_maps(pred_layout, lay.index_map(), lay.labels).items() if k in known}
     return mean_iou(ious), ious, pred_layout

@@ -117,7 +117,7 @@ class ClipModel(nn.Module):
         return F.normalize(self.model.encode_image(x).float(), dim=-1)
 
 
-def make_augment(noise: float = 0.1) -> nn.Module:
+def make_augment() -> nn.Module:
     """The VQGAN-CLIP augmentation stack (affine, perspective, colour jitter) as one kornia module."""
     import kornia.augmentation as K
 

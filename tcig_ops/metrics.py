@@ -37,7 +37,8 @@ def layout_iou(vocab_pred: torch.Tensor, layout: Layout, label_to_vocab: dict[st
     indices; only those labels are scored. A pixel whose predicted class is none of
     them counts as a miss for its target label.
     """
-    lut = torch.full((int(vocab_pred.max()) + 1 + max(label_to_vocab.values()) + 1,), -1, dtype=torch.long, device=vocab_pred.device)
+    size = max(int(vocab_pred.max()), max(label_to_vocab.values())) + 1
+    lut = torch.full((size,), -1, dtype=torch.long, device=vocab_pred.device)
     for label, v in label_to_vocab.items():
         lut[v] = layout.labels.index(label)
     pred = lut[vocab_pred]

@@ -17,7 +17,7 @@ import torch
 
 from .clip_guide import ClipGuide
 from .errors import TCIGInputError
-from .layout import Layout, match_labels
+from .layout import Layout, match_labels, vocabulary_to_layout
 from .metrics import layout_iou, mean_iou
 from .segmenters import Segmenter
 from .vqgan import VQGAN
@@ -69,7 +69,7 @@ def bind_guides(guides: list[Guide], layout: Layout) -> list[BoundGuide]:
         elif seg.open_vocabulary:
             wanted = list(layout.labels)
         else:
-            wanted = [lbl for lbl in layout.labels if _knows(seg, lbl)]
+            wanted = list(vocabulary_to_layout(seg.labels, seg.name, layout.labels)[1])
         if seg.open_vocabulary:
             seg.set_labels(wanted if g.classes is not None else layout.labels)
         if not wanted:
@@ -85,14 +85,6 @@ def bind_guides(guides: list[Guide], layout: Layout) -> list[BoundGuide]:
         match_labels(missing, seg.labels, seg.name)
         raise TCIGInputError(f"layout labels {missing} are not covered by any guide's class subset")
     return bound
-
-
-def _knows(seg: Segmenter, label: str) -> bool:
-    try:
-        match_labels([label], seg.labels, seg.name)
-        return True
-    except TCIGInputError:
-        return False
 
 
 def segmentation_loss(probs: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

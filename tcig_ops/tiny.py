@@ -57,7 +57,7 @@ def _log(msg: str, quiet: bool) -> None:
 
 def train_vqgan(steps: int, gen: torch.Generator, quiet: bool = True):
     """Build the tiny VQGAN and train it as an autoencoder on world images for ``steps`` steps."""
-    from .vqgan import VQGAN, read_config  # noqa: F401  (read_config documents the format we write)
+    from .vqgan import VQGAN
 
     params = dict(VQGAN_CONFIG["model"]["params"], gumbel=False)
     model = VQGAN(params)
