@@ -47,15 +47,28 @@ def real_shape_models():
     return vq, clip, seg
 
 
+def kornia_augment():
+    """generate.py's augmentation stack: random affine, random perspective, colour jitter (kornia)."""
+    import kornia.augmentation as K
+    import torch.nn as nn
+
+    return nn.Sequential(
+        K.RandomAffine(degrees=15, translate=0.1, p=0.7, padding_mode="border"),
+        K.RandomPerspective(0.7, p=0.7),
+        K.ColorJitter(hue=0.1, saturation=0.1, p=0.7),
+    )
+
+
 def classic_step_runner(vq, clip, size, cutn, seed=0):
-    """The widely used VQGAN-CLIP generate.py step: slice+pool cutouts in a loop, kornia augments, fp32."""
+    """The widely used VQGAN-CLIP generate.py step: slice+pool cutouts in a loop, kornia augments,
+    the models' own forward passes (taming decoder, open_clip encode_image), fp32."""
     import torch
     import torch.nn.functional as F
 
-    from tcig_ops.clip_guide import make_augment, spherical_loss
+    from tcig_ops.clip_guide import spherical_loss
 
     torch.manual_seed(seed)
-    augment = make_augment()
+    augment = kornia_augment()
     emb = clip.encode_text(["a mountain lake"])
     z = vq.random_latent(size, size, torch.Generator().manual_seed(seed)).requires_grad_(True)
     zmin, zmax = vq.z_range()
@@ -63,7 +76,7 @@ def classic_step_runner(vq, clip, size, cutn, seed=0):
     s = clip.image_size
 
     def step():
-        image = vq.decode(vq.quantize_st(z))
+        image = vq.decode(vq.quantize_st(z), fast=False)
         cuts = []
         for _ in range(cutn):
             side = int(torch.rand([]) ** 1.0 * (size - s) + s)
@@ -71,7 +84,7 @@ def classic_step_runner(vq, clip, size, cutn, seed=0):
             cuts.append(F.adaptive_avg_pool2d(image[:, :, oy:oy + side, ox:ox + side], s))
         batch = augment(torch.cat(cuts))
         batch = batch + batch.new_empty(cutn, 1, 1, 1).uniform_(0, 0.1) * torch.randn_like(batch)
-        loss = spherical_loss(clip.encode_image(batch), emb, torch.ones(1), torch.full((1,), -float("inf")))
+        loss = spherical_loss(clip.encode_image(batch, fast=False), emb, torch.ones(1), torch.full((1,), -float("inf")))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -80,9 +93,7 @@ def classic_step_runner(vq, clip, size, cutn, seed=0):
     return step
 
 
-def ours_runner(vq, clip, seg, size, cutn, precision, with_seg=True, seed=0):
-    import torch
-
+def ours_runner(vq, clip, seg, size, cutn, precision, with_seg=True, fast=True, seed=0):
     from tcig_ops.clip_guide import ClipGuide
     from tcig_ops.demo import demo_layout
     from tcig_ops.layout import layout_from_colour_image
@@ -98,17 +109,25 @@ def ours_runner(vq, clip, seg, size, cutn, precision, with_seg=True, seed=0):
         """Seconds per step, timed between step callbacks (set-up and the final decode excluded)."""
         stamps = []
         run_stage1(vq, layout, guides, Stage1Settings(width=size, height=size, iterations=iters + 1, seed=seed,
-                                                      clip_weight=1.0, precision=precision), clip_guide=guide,
+                                                      clip_weight=1.0, precision=precision, fast=fast), clip_guide=guide,
                    callback=lambda info: stamps.append(time.perf_counter()))
         return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
     return run
+
+
+VARIANTS = {
+    "classic": "generate.py step: kornia augments, stock model forwards",
+    "ours": "TCIG step: CLIP + seg loss, fused cutouts, lean forwards",
+    "ours_noseg": "as ours without the segmentation loss",
+    "ours_plain": "as ours with the models' own forwards (fast=False)",
+    "ours_bf16": "as ours under bf16 autocast",
+}
 
 
 def measure(variant: str, size: int, iters: int, cutn: int) -> dict:
     """Runs in a fresh process: build models, one warm-up iteration, then ``iters`` timed ones."""
     import resource
 
-    import torch
 
     vq, clip, seg = real_shape_models()
     if variant == "classic":
@@ -119,17 +138,41 @@ def measure(variant: str, size: int, iters: int, cutn: int) -> dict:
             step()
         sec = (time.perf_counter() - t) / iters
     else:
-        precision, with_seg = {"ours": ("fp32", True), "ours_bf16": ("bf16", True), "ours_noseg": ("fp32", False)}[variant]
-        run = ours_runner(vq, clip, seg, size, cutn, precision, with_seg)
+        precision, with_seg, fast = {"ours": ("fp32", True, True), "ours_bf16": ("bf16", True, True),
+                                     "ours_noseg": ("fp32", False, True), "ours_plain": ("fp32", True, False)}[variant]
+        run = ours_runner(vq, clip, seg, size, cutn, precision, with_seg, fast)
         sec = run(iters)  # its first step is the warm-up
-    return {"variant": variant, "size": size, "s_per_it": sec, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {"variant": variant, "size": size, "s_per_it": sec, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if variant in ("classic", "ours"):  # matmul/conv FLOPs of one step, forward + backward (untimed)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        def count(fn) -> float:
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            return counter.get_total_flops() / 1e9
+
+        # ours: the difference of a 3- and a 2-step run is one step without set-up and final decode
+        out["gflop"] = count(step) if variant == "classic" else count(lambda: run(2)) - count(lambda: run(1))
+    return out
+
+
+def matmul_rate(dtype) -> float:
+    """GFLOP/s of a CLIP-sized GEMM (1600x768 @ 768x3072) on this machine in ``dtype``."""
+    import torch
+
+    a, b = torch.randn(1600, 768, dtype=dtype), torch.randn(768, 3072, dtype=dtype)
+    a @ b
+    t, n = time.perf_counter(), 0
+    while time.perf_counter() - t < 1.0:
+        a @ b
+        n += 1
+    return 2 * 1600 * 768 * 3072 * n / (time.perf_counter() - t) / 1e9
 
 
 def time_to_miou(target: float = 0.9) -> dict:
     """On the tiny models: steps and seconds until the guiding segmenter's mIoU reaches ``target``."""
     import json as _json
 
-    import torch
 
     from tcig_ops.clip_guide import ClipGuide, load_open_clip
     from tcig_ops.demo import demo_layout
@@ -171,7 +214,8 @@ def main():
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--cutn", type=int, default=32)
-    p.add_argument("--variants", nargs="+", default=["classic", "ours", "ours_noseg", "ours_bf16"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--rounds", type=int, default=2, help="runs of each variant, interleaved; the fastest counts")
     p.add_argument("--skip-miou", action="store_true", help="skip the time-to-mIoU part")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: variant size
     a = p.parse_args()
@@ -183,25 +227,34 @@ def main():
     import torch
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, device cpu, cutn {a.cutn}")
-    rows = []
+          f"threads {torch.get_num_threads()}, device cpu, cutn {a.cutn}, {a.iters} timed steps, best of {a.rounds} rounds")
+    fp32_rate = matmul_rate(torch.float32)
+    print(f"matmul speed here: fp32 {fp32_rate:.0f} GFLOP/s, bf16 {matmul_rate(torch.bfloat16):.0f} GFLOP/s")
     for size in a.sizes:
-        res = {}
+        res: dict[str, dict] = {}
+        for _ in range(a.rounds):  # interleaved, so a busy spell on a shared machine hits every variant alike
+            for variant in a.variants:
+                out = subprocess.run([sys.executable, __file__, "--one", variant, str(size), "--iters", str(a.iters), "--cutn", str(a.cutn)],
+                                     capture_output=True, text=True)
+                if out.returncode:
+                    print(out.stderr[-3000:])
+                    raise SystemExit(1)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                if variant not in res or r["s_per_it"] < res[variant]["s_per_it"]:
+                    res[variant] = r
+        base = res.get("classic")
+        print(f"\n{size}px")
         for variant in a.variants:
-            out = subprocess.run([sys.executable, __file__, "--one", variant, str(size), "--iters", str(a.iters), "--cutn", str(a.cutn)],
-                                 capture_output=True, text=True)
-            if out.returncode:
-                print(out.stderr[-3000:])
-                raise SystemExit(1)
-            res[variant] = json.loads(out.stdout.strip().splitlines()[-1])
-        nan = {"s_per_it": float("nan"), "peak_mb": float("nan")}
-        c, o, n, b = (res.get(v, nan) for v in ("classic", "ours", "ours_noseg", "ours_bf16"))
-        print(f"\n{size}px  classic {c['s_per_it']:.2f} s/it {c['peak_mb']:.0f} MB | ours fp32 {o['s_per_it']:.2f} s/it "
-              f"{o['peak_mb']:.0f} MB | ours without seg loss {n['s_per_it']:.2f} s/it | ours bf16 autocast {b['s_per_it']:.2f} s/it {b['peak_mb']:.0f} MB")
-        best = o
-        print(f"  speed-up of ours (fp32, with seg loss) vs classic: {c['s_per_it'] / o['s_per_it']:.2f}x (bf16: {c['s_per_it'] / b['s_per_it']:.2f}x); "
-              f"peak memory ratio {best['peak_mb'] / c['peak_mb']:.2f}; the seg loss adds {100 * (o['s_per_it'] / n['s_per_it'] - 1):.0f}% to an iteration")
-        rows.append((size, c, o, n, b))
+            r = res[variant]
+            vs = f"  {base['s_per_it'] / r['s_per_it']:.2f}x speed, {r['peak_mb'] / base['peak_mb']:.2f}x peak memory vs classic" if base else ""
+            print(f"  {variant:<11} {VARIANTS[variant]:<58} {r['s_per_it']:6.2f} s/it  {r['peak_mb']:6.0f} MB{vs}")
+        if base and "gflop" in base:
+            floor = base["gflop"] / fp32_rate
+            print(f"  classic step: {base['gflop']:.0f} GFLOP of matmul/conv (ours: {res.get('ours', {}).get('gflop', float('nan')):.0f}); "
+                  f"at {fp32_rate:.0f} GFLOP/s that alone takes {floor:.2f} s, so no fp32 step doing that arithmetic "
+                  f"can be more than {base['s_per_it'] / floor:.2f}x faster than classic here")
+        if "ours" in res and "ours_noseg" in res:
+            print(f"  the segmentation loss adds {100 * (res['ours']['s_per_it'] / res['ours_noseg']['s_per_it'] - 1):.0f}% to an iteration")
     if a.skip_miou:
         return
     t = time_to_miou()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import node_helpers
-import torch
 from comfy_api.latest import io
 
 from ..tcig_ops.errors import TCIGInputError

@@ -1,6 +1,7 @@
-"""CLIP guidance: open_clip loading, cutouts + augmentations, spherical-distance loss.
+"""CLIP guidance: open_clip loading, the loss on augmented cutouts, spherical distance.
 
-Images are (B, 3, H, W) in 0..1. Text embeddings are computed once per run.
+Images are (B, 3, H, W) in 0..1. Text embeddings are computed once per run; cutouts
+and their augmentations are made in ``cutouts.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoints import load_state_dict, require_file
+from .cutouts import make_cutouts
 from .errors import TCIGInputError
+from .fast_clip import fast_image_encoder
 from .prompts import Prompt
 
 
@@ -100,6 +103,7 @@ class ClipModel(nn.Module):
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self._fast_encoder = fast_image_encoder(model.visual)  # None: tower not recognised
 
     @property
     def device(self) -> torch.device:
@@ -111,43 +115,16 @@ class ClipModel(nn.Module):
             tokens = self.tokenizer(texts).to(self.device)
             return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """(N,3,S,S) in 0..1 at the model's size -> (N, D) unit vectors (differentiable)."""
+    def encode_image(self, images: torch.Tensor, fast: bool = True) -> torch.Tensor:
+        """(N,3,S,S) in 0..1 at the model's size -> (N, D) unit vectors (differentiable).
+
+        ``fast`` uses the leaner ViT forward of ``fast_clip`` (same result up to float
+        rounding) where the tower is one it recognises; False runs open_clip's own.
+        """
         x = (images - self.mean) / self.std
+        if fast and self._fast_encoder is not None and images.shape[-1] == images.shape[-2] == self.image_size:
+            return F.normalize(self._fast_encoder(x).float(), dim=-1)
         return F.normalize(self.model.encode_image(x).float(), dim=-1)
-
-
-def make_augment() -> nn.Module:
-    """The VQGAN-CLIP augmentation stack (affine, perspective, colour jitter) as one kornia module."""
-    import kornia.augmentation as K
-
-    return nn.Sequential(
-        K.RandomAffine(degrees=15, translate=0.1, p=0.7, padding_mode="border"),
-        K.RandomPerspective(0.7, p=0.7),
-        K.ColorJitter(hue=0.1, saturation=0.1, p=0.7),
-    )
-
-
-def random_boxes(n: int, height: int, width: int, cut_size: int, cut_pow: float, device) -> torch.Tensor:
-    """(n, 4) square boxes x0,y0,x1,y1: side = rand**cut_pow * (max - min) + min, as in VQGAN-CLIP."""
-    max_size = min(height, width)
-    min_size = min(height, width, cut_size)
-    sides = (torch.rand(n, device=device) ** cut_pow * (max_size - min_size) + min_size).floor()
-    x0 = (torch.rand(n, device=device) * (width - sides + 1)).floor()
-    y0 = (torch.rand(n, device=device) * (height - sides + 1)).floor()
-    return torch.stack([x0, y0, x0 + sides, y0 + sides], dim=1)
-
-
-def cutouts(image: torch.Tensor, boxes: torch.Tensor, cut_size: int) -> torch.Tensor:
-    """Crops of ``image`` (1,3,H,W) given as (n,4) boxes -> (n,3,cut,cut), area-averaged.
-
-    Slicing plus adaptive average pooling per box: measured on a 2-core CPU it is several
-    times cheaper (forward and backward) than one batched roi_align call.
-    """
-    out = []
-    for x0, y0, x1, y1 in boxes.round().long().tolist():
-        out.append(F.adaptive_avg_pool2d(image[:, :, y0:y1, x0:x1], cut_size))
-    return torch.cat(out)
 
 
 class ClipGuide(nn.Module):
@@ -161,7 +138,6 @@ class ClipGuide(nn.Module):
         if cut_pow <= 0:
             raise TCIGInputError(f"cut_pow: {cut_pow}; use a positive number (1.0 is the usual value)")
         self.clip, self.cutn, self.cut_pow, self.noise = clip, cutn, cut_pow, noise
-        self.augment = make_augment()
         embeds = [clip.encode_text([p.text for p in prompts])] if prompts else []
         weights = [p.weight for p in prompts]
         stops = [p.stop for p in prompts]
@@ -179,16 +155,10 @@ class ClipGuide(nn.Module):
 
     def make_batch(self, image: torch.Tensor) -> torch.Tensor:
         """(1,3,H,W) -> augmented, noised cutouts (cutn,3,S,S)."""
-        s = self.clip.image_size
-        boxes = random_boxes(self.cutn, image.shape[2], image.shape[3], s, self.cut_pow, image.device)
-        batch = self.augment(cutouts(image, boxes, s))
-        if self.noise > 0:
-            facs = batch.new_empty(self.cutn, 1, 1, 1).uniform_(0, self.noise)
-            batch = batch + facs * torch.randn_like(batch)
-        return batch
+        return make_cutouts(image, self.cutn, self.clip.image_size, self.cut_pow, self.noise)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        emb = self.clip.encode_image(self.make_batch(image))  # (cutn, D)
+    def forward(self, image: torch.Tensor, fast: bool = True) -> torch.Tensor:
+        emb = self.clip.encode_image(self.make_batch(image), fast=fast)  # (cutn, D)
         return spherical_loss(emb, self.embeds, self.weights, self.stops)
 
 

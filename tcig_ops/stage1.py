@@ -128,6 +128,7 @@ class Stage1Settings:
     target_miou: float | None = None  # stop early once the first guide's mIoU reaches this
     lr_decay: float = 0.1  # cosine decay of the learning rate to lr * lr_decay at the last step
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": autocast dtype of the forward pass (z and Adam stay fp32)
+    fast: bool = True  # leaner decoder and CLIP forwards (fast_decoder, fast_clip); False: the models' own
 
     def validate(self, factor: int) -> list[str]:
         notes = []
@@ -201,10 +202,10 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> S
         autocast = _autocast(settings.precision, device)
         for step in range(total):
             with autocast:
-                image = vqgan.decode(vqgan.quantize_st(z))
+                image = vqgan.decode(vqgan.quantize_st(z), fast=settings.fast)
                 terms = {}
                 if clip_guide is not None and settings.clip_weight > 0:
-                    terms["clip"] = clip_guide(image)
+                    terms["clip"] = clip_guide(image, fast=settings.fast)
                 # a guide with weight 0 adds no gradient: only the first one is still run
                 # (without autograd) because the history reports its mIoU
                 fulls = []

@@ -13,11 +13,11 @@ import os
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import yaml
 
 from .checkpoints import load_state_dict, require_file
 from .errors import TCIGInputError
+from .fast_decoder import fast_decode
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -106,9 +106,16 @@ class VQGAN(nn.Module):
         zq = codebook[d.argmin(1)].view(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
         return z + (zq - z).detach()
 
-    def decode(self, zq: torch.Tensor) -> torch.Tensor:
-        """Quantized latent (B,E,h,w) -> image (B,3,h*f,w*f) in 0..1 (clamped with gradient)."""
-        x = self.decoder(self.post_quant_conv(zq))
+    def decode(self, zq: torch.Tensor, fast: bool = True) -> torch.Tensor:
+        """Quantized latent (B,E,h,w) -> image (B,3,h*f,w*f) in 0..1 (clamped with gradient).
+
+        ``fast`` uses the fused-activation forward of ``fast_decoder`` (same result up to
+        float rounding); False runs taming's own ``Decoder.forward``.
+        """
+        h = self.post_quant_conv(zq)
+        x = fast_decode(self.decoder, h) if fast else None
+        if x is None:
+            x = self.decoder(h)
         return clamp_with_grad((x + 1) / 2, 0.0, 1.0)
 
     def z_range(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,9 +1,7 @@
 """Checkpoint safety: pickled code never runs; broken files give clear messages."""
 
 import os
-import pickle
 import shutil
-import zipfile
 
 import pytest
 import torch
