@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .checkpoints import load_state_dict, require_file
 from .cutouts import make_cutouts
 from .errors import TCIGInputError
-from .fast_clip import fast_image_encoder
+from . import fast_clip
 from .prompts import Prompt
 
 
@@ -103,7 +103,7 @@ class ClipModel(nn.Module):
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self._fast_encoder = fast_image_encoder(model.visual)  # None: tower not recognised
+        self.fast_supported = fast_clip.supports(model.visual)
 
     @property
     def device(self) -> torch.device:
@@ -122,8 +122,8 @@ class ClipModel(nn.Module):
         rounding) where the tower is one it recognises; False runs open_clip's own.
         """
         x = (images - self.mean) / self.std
-        if fast and self._fast_encoder is not None and images.shape[-1] == images.shape[-2] == self.image_size:
-            return F.normalize(self._fast_encoder(x).float(), dim=-1)
+        if fast and self.fast_supported and images.shape[-1] == images.shape[-2] == self.image_size:
+            return F.normalize(fast_clip.encode(self.model.visual, x).float(), dim=-1)
         return F.normalize(self.model.encode_image(x).float(), dim=-1)
 
 

@@ -10,38 +10,30 @@ two parts of the stock forward cost far more than their arithmetic:
 And the last block only feeds the class token to the output, so its attention query,
 output projection and MLP run for that token alone (keys and values still see all).
 
-``fast_image_encoder`` returns None for towers it does not recognise (attention
-pooling, avg pooling, custom blocks); callers then use the model's own forward.
+``supports(visual)`` is False for towers it does not recognise (attention pooling,
+avg pooling, custom blocks); callers then use the model's own forward.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-def fast_image_encoder(visual: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``fn(x)`` for normalised images (N,3,S,S) -> pooled, projected features (N,D), or None."""
-    if not _is_plain_vit(visual):
-        return None
-
-    def encode(x: torch.Tensor) -> torch.Tensor:
-        tokens = _embed(visual, x)  # (N, 1 + g*g, width)
-        blocks = list(visual.transformer.resblocks)
-        for block in blocks[:-1]:
-            tokens = _block(block, tokens, class_token_only=False)
-        cls = _block(blocks[-1], tokens, class_token_only=True)[:, 0]  # (N, width)
-        pooled = visual.ln_post(cls)  # LayerNorm is per token: pooling first is the same
-        return pooled @ visual.proj if visual.proj is not None else pooled
-
-    return encode
+def encode(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Normalised images (N,3,S,S) -> pooled, projected features (N,D); ``supports(visual)`` must hold."""
+    tokens = _embed(visual, x)  # (N, 1 + g*g, width)
+    blocks = list(visual.transformer.resblocks)
+    for block in blocks[:-1]:
+        tokens = _block(block, tokens, class_token_only=False)
+    cls = _block(blocks[-1], tokens, class_token_only=True)[:, 0]  # (N, width)
+    pooled = visual.ln_post(cls)  # LayerNorm is per token: pooling first is the same
+    return pooled @ visual.proj if visual.proj is not None else pooled
 
 
-def _is_plain_vit(visual: nn.Module) -> bool:
-    """A ViT whose output is ln_post(class token) @ proj, built from standard blocks."""
+def supports(visual: nn.Module) -> bool:
+    """True when ``visual`` is a ViT whose output is ln_post(class token) @ proj, built from standard blocks."""
     if type(visual).__name__ != "VisionTransformer" or not hasattr(visual, "transformer"):
         return False
     if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", None) != "tok":
