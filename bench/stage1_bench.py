@@ -128,7 +128,6 @@ def measure(variant: str, size: int, iters: int, cutn: int) -> dict:
     """Runs in a fresh process: build models, one warm-up iteration, then ``iters`` timed ones."""
     import resource
 
-
     vq, clip, seg = real_shape_models()
     if variant == "classic":
         step = classic_step_runner(vq, clip, size, cutn)
@@ -172,7 +171,6 @@ def matmul_rate(dtype) -> float:
 def time_to_miou(target: float = 0.9) -> dict:
     """On the tiny models: steps and seconds until the guiding segmenter's mIoU reaches ``target``."""
     import json as _json
-
 
     from tcig_ops.clip_guide import ClipGuide, load_open_clip
     from tcig_ops.demo import demo_layout

@@ -103,7 +103,6 @@ class ClipModel(nn.Module):
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.fast_supported = fast_clip.supports(model.visual)
 
     @property
     def device(self) -> torch.device:
@@ -122,7 +121,7 @@ class ClipModel(nn.Module):
         rounding) where the tower is one it recognises; False runs open_clip's own.
         """
         x = (images - self.mean) / self.std
-        if fast and self.fast_supported and images.shape[-1] == images.shape[-2] == self.image_size:
+        if fast and images.shape[-1] == images.shape[-2] == self.image_size and fast_clip.supports(self.model.visual):
             return F.normalize(fast_clip.encode(self.model.visual, x).float(), dim=-1)
         return F.normalize(self.model.encode_image(x).float(), dim=-1)
 

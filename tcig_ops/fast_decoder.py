@@ -9,8 +9,8 @@ bulk, are untouched. Convolutions already run at the CPU's fp32 GEMM speed (a
 Winograd variant written in torch was measured slower: its tile shuffles cost more
 than the multiplies it saves).
 
-``fast_decode(decoder, h)`` returns None when ``decoder`` is not the taming layout
-it knows (callers then use ``decoder(h)``).
+``supports(decoder)`` is False for modules that are not the taming layout it knows
+(or are in training mode); callers then use ``decoder(h)``. Same shape as ``fast_clip``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def fast_decode(decoder: nn.Module, h: torch.Tensor) -> torch.Tensor | None:
-    """Decoder input (B, z_channels, h, w) -> output (B, 3, h*f, w*f) in -1..1 range, or None."""
-    if not _is_taming_decoder(decoder):
-        return None
+def decode(decoder: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Decoder input (B, z_channels, h, w) -> output (B, 3, h*f, w*f), about -1..1; ``supports(decoder)`` must hold."""
     h = decoder.conv_in(h)
     h = _resnet(decoder.mid.block_1, h)
     h = _attention(decoder.mid.attn_1, h)
@@ -39,7 +37,8 @@ def fast_decode(decoder: nn.Module, h: torch.Tensor) -> torch.Tensor | None:
     return decoder.conv_out(F.silu(decoder.norm_out(h)))
 
 
-def _is_taming_decoder(decoder: nn.Module) -> bool:
+def supports(decoder: nn.Module) -> bool:
+    """True for a taming ``Decoder`` in eval mode built from ResnetBlock/AttnBlock, without temb or pre-end output."""
     if type(decoder).__name__ != "Decoder" or getattr(decoder, "give_pre_end", False) or getattr(decoder, "tanh_out", False):
         return False
     if decoder.training or getattr(decoder, "temb_ch", 0):

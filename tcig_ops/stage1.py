@@ -245,13 +245,13 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> S
             record.update({k: v.item() for k, v in terms.items()})
             history.append(record)
             if callback is not None:
-                callback(StepInfo(step + 1, total, record["loss"], miou, lambda: _decode(vqgan, z)))
+                callback(StepInfo(step + 1, total, record["loss"], miou, lambda: _decode(vqgan, z, settings.fast)))
             if settings.target_miou is not None and miou is not None and miou >= settings.target_miou:
                 stopped = "target_miou"
                 break
         # on a non-finite loss z was not updated: it is the last good latent
         final_z = z.detach()
-        final = _decode(vqgan, final_z)
+        final = _decode(vqgan, final_z, settings.fast)
         ious = layout_iou(bound[0].guide.segmenter.predict(final.to(device))[0], layout, bound[0].label_to_vocab)
     return Stage1Result(final.cpu(), final_z.cpu(), history, mean_iou(ious), ious, steps, stopped, notes,
                         time.perf_counter() - t0)
@@ -300,6 +300,6 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _decode(vqgan: VQGAN, z: torch.Tensor) -> torch.Tensor:
+def _decode(vqgan: VQGAN, z: torch.Tensor, fast: bool) -> torch.Tensor:
     with torch.no_grad():
-        return vqgan.decode(vqgan.quantize_st(z))
+        return vqgan.decode(vqgan.quantize_st(z), fast=fast)

@@ -17,7 +17,7 @@ import yaml
 
 from .checkpoints import load_state_dict, require_file
 from .errors import TCIGInputError
-from .fast_decoder import fast_decode
+from . import fast_decoder
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -113,9 +113,7 @@ class VQGAN(nn.Module):
         float rounding); False runs taming's own ``Decoder.forward``.
         """
         h = self.post_quant_conv(zq)
-        x = fast_decode(self.decoder, h) if fast else None
-        if x is None:
-            x = self.decoder(h)
+        x = fast_decoder.decode(self.decoder, h) if fast and fast_decoder.supports(self.decoder) else self.decoder(h)
         return clamp_with_grad((x + 1) / 2, 0.0, 1.0)
 
     def z_range(self) -> tuple[torch.Tensor, torch.Tensor]:

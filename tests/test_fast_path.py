@@ -6,8 +6,7 @@ import torch
 
 from conftest import region_layout
 from tcig_ops.clip_guide import ClipGuide, ClipModel, _mean_std
-from tcig_ops import fast_clip
-from tcig_ops.fast_decoder import fast_decode
+from tcig_ops import fast_clip, fast_decoder
 from tcig_ops.prompts import parse_prompts
 from tcig_ops.stage1 import Guide, Stage1Settings, run_stage1
 from tcig_ops.vqgan import VQGAN
@@ -35,7 +34,7 @@ VIT = {"image_size": 32, "layers": 3, "width": 64, "patch_size": 8, "head_width"
 ])
 def test_fast_clip_tower_matches_open_clip_forward_and_gradient(vision, kw):
     clip = _clip(vision, **kw)
-    assert clip.fast_supported
+    assert fast_clip.supports(clip.model.visual)
     s = clip.image_size
     img = torch.rand(5, 3, s, s, requires_grad=True)
     fast, plain = clip.encode_image(img, fast=True), clip.encode_image(img, fast=False)
@@ -50,7 +49,7 @@ def test_fast_clip_tower_matches_open_clip_forward_and_gradient(vision, kw):
 @pytest.mark.parametrize("vision", [dict(VIT, pool_type="avg"), dict(VIT, attentional_pool=True, attn_pooler_queries=4)])
 def test_fast_clip_declines_towers_it_does_not_know(vision):
     clip = _clip(vision)
-    assert not clip.fast_supported and not fast_clip.supports(clip.model.visual)
+    assert not fast_clip.supports(clip.model.visual)
     img = torch.rand(2, 3, 32, 32)
     assert torch.equal(clip.encode_image(img, fast=True), clip.encode_image(img, fast=False))
 
@@ -76,7 +75,7 @@ def test_fast_decoder_matches_taming_forward_and_gradient(ddconfig):
 
 
 def test_fast_decoder_declines_other_modules():
-    assert fast_decode(torch.nn.Conv2d(3, 3, 1), torch.zeros(1, 3, 4, 4)) is None
+    assert not fast_decoder.supports(torch.nn.Conv2d(3, 3, 1))
 
 
 def test_stage1_fast_and_plain_paths_agree(models):
