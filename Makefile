@@ -19,6 +19,8 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m tcig_ops demo $(if $(MODELS),--models $(MODELS),) --out-dir demo_output
 
 test: $(STAMP)
+	@if command -v node >/dev/null 2>&1; then node --test tests/js/; \
+	else echo "JavaScript tests skipped: Node.js 18+ is not installed (they run with: node --test tests/js/)"; fi
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 .PHONY: venv demo test

@@ -11,6 +11,7 @@ from comfy_api.latest import io
 from ..tcig_ops.imageio import overlay, palette
 from ..tcig_ops.report import iou_text
 from . import glue
+from .device import on_compute_device
 from .types import LAYOUT, SEGMENTER
 
 
@@ -35,7 +36,8 @@ class TCIGIoUEvaluate(io.ComfyNode):
     @classmethod
     def execute(cls, image, segmenter, layout, title="", filename_prefix="TCIG/iou") -> io.NodeOutput:
         x = glue.image_to_bchw(image)[:1]
-        miou, ious, pred = glue.evaluate(segmenter, x, layout)
+        with on_compute_device(segmenter):
+            miou, ious, pred = glue.evaluate(segmenter, x, layout)
         report = iou_text(miou, ious, f"{title.strip()}: " if title.strip() else "")
         ov = overlay(x, pred, palette(len(layout.labels)))
         if filename_prefix.strip():

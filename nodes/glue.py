@@ -6,13 +6,14 @@ No ComfyUI imports, so the tests run these without a server. ComfyUI's IMAGE is
 
 from __future__ import annotations
 
+import os
 import re
 from collections import OrderedDict
 
 import torch
 
 from ..tcig_ops.errors import TCIGInputError
-from ..tcig_ops.layout import Layout, layout_from_masks, vocabulary_to_layout
+from ..tcig_ops.layout import Layout, close_matches, knows_label, layout_from_masks, vocabulary_to_layout
 from ..tcig_ops.metrics import iou_from_index_maps, mean_iou
 from ..tcig_ops.stage1 import Guide
 
@@ -88,16 +89,16 @@ def region_prompts(text: str) -> "OrderedDict[str, str]":
 
 
 def predict_in_layout_space(segmenter, image_bchw: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, dict[str, int]]:
-    """The segmenter's argmax (H,W) mapped to layout label indices (-1 = none), and label->class map.
+    """The segmenter's decision (H,W) mapped to layout label indices (-1 = none), and label->class map.
 
-    Layout labels the segmenter does not know are left out of the map.
+    Layout labels the segmenter does not know are left out of the map. An open-vocabulary
+    segmenter is asked about the layout's labels in this call only (nothing is stored on it).
     """
-    if getattr(segmenter, "open_vocabulary", False):
-        segmenter.set_labels(layout.labels)
-    lut, known = vocabulary_to_layout(segmenter.labels, segmenter.name, layout.labels)
+    vocabulary = segmenter.vocabulary(layout.labels)
+    lut, known = vocabulary_to_layout(vocabulary, segmenter.name, layout.labels)
     if not known:
         raise TCIGInputError(f"segmenter {segmenter.name!r} knows none of the layout labels {layout.labels}")
-    pred = segmenter.predict(image_bchw.to(segmenter.mean.device))[0].cpu()
+    pred = segmenter.predict(image_bchw.to(segmenter.mean.device), labels=segmenter.query(vocabulary))[0].cpu()
     return lut[pred], known
 
 
@@ -108,3 +109,48 @@ def evaluate(segmenter, image_bchw: torch.Tensor, layout: Layout) -> tuple[float
     pred_layout, known = predict_in_layout_space(segmenter, image_bchw, lay)
     ious = {k: v for k, v in iou_from_index_maps(pred_layout, lay.index_map(), lay.labels).items() if k in known}
     return mean_iou(ious), ious, pred_layout
+
+
+def refuse_escape(name: str) -> None:
+    """Refuse a model name that is absolute or climbs with '..' (any separator)."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name):
+        raise TCIGInputError(f"model name {name!r} points outside the model folders; use a name from the list")
+
+
+def resolve_inside(roots: list[str], name: str, what: str) -> str:
+    """The file ``name`` (relative, from a text input) inside one of ``roots``.
+
+    The name is checked lexically and the file's real path (symbolic links followed) must
+    lie inside the real path of the root it was found under, so a link planted in a model
+    folder cannot hand out a file from elsewhere. Raises TCIGInputError naming the folders.
+    """
+    refuse_escape(name)
+    for root in roots:
+        real_root = os.path.realpath(root)
+        path = os.path.realpath(os.path.join(root, name))
+        if os.path.isfile(path):
+            if os.path.commonpath([path, real_root]) != real_root:
+                raise TCIGInputError(f"{what} {name!r} resolves outside the model folder {root}; put the file itself in the folder")
+            return path
+    raise TCIGInputError(f"{what} {name!r} not found in {roots}; put it in one of these folders and use its name")
+
+
+def check_labels(labels: list[str], segmenters: list[dict]) -> dict:
+    """For the painter's label table: {label: {"known_by", "open_vocabulary", "suggestions"}}.
+
+    ``segmenters`` are ``{"name", "labels", "open_vocabulary"}`` (see segmenters.describe_folder).
+    A label is known by a fixed-vocabulary segmenter when stage 1 would accept it there; the
+    suggestions are the close matches the backend's own label error lists.
+    """
+    fixed = [s for s in segmenters if not s["open_vocabulary"]]
+    open_names = [s["name"] for s in segmenters if s["open_vocabulary"]]
+    answer = {}
+    for label in labels:
+        known = [s["name"] for s in fixed if knows_label(label, s["labels"])]
+        suggestions: list[str] = []
+        if not known:
+            for s in fixed:
+                suggestions += [m for m in close_matches(label, s["labels"]) if m not in suggestions]
+        answer[label] = {"known_by": known, "open_vocabulary": open_names, "suggestions": suggestions[:4]}
+    return answer

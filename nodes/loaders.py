@@ -38,7 +38,8 @@ class TCIGCLIPLoader(io.ComfyNode):
                 io.Combo.Input("clip_name", options=model_folders.weight_files("tcig_clip"),
                                tooltip="open_clip weights in models/tcig_clip."),
                 io.String.Input("architecture", default="",
-                                tooltip="open_clip architecture, e.g. ViT-B-32. Leave empty to use the .json config beside the weights."),
+                                tooltip="open_clip architecture, e.g. ViT-B-32, or the name of an open_clip config .json in models/tcig_clip. "
+                                        "Leave empty to use the .json config beside the weights."),
             ],
             outputs=[CLIP.Output(display_name="tcig_clip")],
         )
@@ -47,6 +48,8 @@ class TCIGCLIPLoader(io.ComfyNode):
     def execute(cls, clip_name, architecture="") -> io.NodeOutput:
         path = model_folders.weight_path("tcig_clip", clip_name)
         arch = architecture.strip() or None
+        if arch and arch.lower().endswith(".json"):  # a config file: only from the tcig_clip folders
+            arch = model_folders.config_path("tcig_clip", arch)
         return io.NodeOutput(model_cache.cached("clip", path, (arch,), lambda: load_open_clip(path, arch)))
 
 

@@ -12,6 +12,7 @@ import os
 import folder_paths
 
 from ..tcig_ops.errors import TCIGInputError
+from .glue import refuse_escape, resolve_inside
 
 WEIGHT_EXTS = {".ckpt", ".pt", ".pth", ".bin", ".safetensors"}
 FOLDERS = {"vqgan": WEIGHT_EXTS, "tcig_clip": WEIGHT_EXTS, "segmenters": {"folder"}}
@@ -31,8 +32,13 @@ def weight_files(name: str) -> list[str]:
 
 
 def weight_path(folder: str, filename: str) -> str:
-    _refuse_escape(filename)
+    refuse_escape(filename)
     return folder_paths.get_full_path_or_raise(folder, filename)
+
+
+def config_path(folder: str, name: str) -> str:
+    """A config file named in a text input (e.g. an open_clip .json), found inside ``folder``'s paths only."""
+    return resolve_inside(folder_paths.get_folder_paths(folder), name, f"{folder} config")
 
 
 def segmenter_folders() -> list[str]:
@@ -49,15 +55,9 @@ def segmenter_folders() -> list[str]:
 
 
 def segmenter_path(name: str) -> str:
-    _refuse_escape(name)
+    refuse_escape(name)
     for root in folder_paths.get_folder_paths("segmenters"):
         path = os.path.abspath(os.path.join(root, name))
         if os.path.commonpath([path, os.path.abspath(root)]) == os.path.abspath(root) and os.path.isfile(os.path.join(path, "config.json")):
             return path
     raise TCIGInputError(f"segmenter {name!r} not found in models/segmenters (a folder with config.json); folders: {segmenter_folders()[:8]}")
-
-
-def _refuse_escape(name: str) -> None:
-    parts = name.replace("\\", "/").split("/")
-    if os.path.isabs(name) or ".." in parts:
-        raise TCIGInputError(f"model name {name!r} points outside the model folders; use a name from the list")

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from ..tcig_ops.errors import TCIGInputError
 from ..tcig_ops.refine import denoise_map
 from . import glue
+from .device import on_compute_device
 from .types import LAYOUT, SEGMENTER
 
 
@@ -40,7 +41,10 @@ class TCIGMaskAwareRefine(io.ComfyNode):
         x = glue.image_to_bchw(image)
         H, W = x.shape[-2:]
         lay = layout.resized(H, W)
-        predicted = glue.predict_in_layout_space(segmenter, x[:1], lay)[0] if segmenter is not None else None
+        predicted = None
+        if segmenter is not None:
+            with on_compute_device(segmenter):
+                predicted = glue.predict_in_layout_space(segmenter, x[:1], lay)[0]
         dmap = denoise_map(lay.index_map(), base_denoise, border_denoise, border_width, predicted, disagreement_denoise, softness)
         samples = vae.encode(image[:, :, :, :3])
         mask = dmap[None, None].expand(samples.shape[0], 1, H, W).contiguous()  # ComfyUI resizes it to the latent

@@ -68,11 +68,12 @@ class TCIGStage1(io.ComfyNode):
             with torch.inference_mode(False):  # its text embeddings take part in the backward pass
                 clip_guide = ClipGuide(tcig_clip, prompts, cutn=cutn, cut_pow=cut_pow) if prompts else None
             bound = [Guide(g.segmenter, g.weight, g.classes) for g in guides]
-            result = run_stage1(vqgan, layout, bound, settings, clip_guide=clip_guide, init_image=init, callback=callback)
-        report = iou_text(result.miou, result.iou, f"stage 1 ({result.steps} steps, {result.stopped}): ")
+            result = run_stage1(vqgan, layout, bound, settings, clip_guide=clip_guide, init_image=init, callback=callback,
+                                free_memory=lambda need, device: mm.free_memory(need, device))
+        report = iou_text(result.miou, result.iou, f"stage 1 ({result.steps} steps, {result.stopped}): ", start=result.start_iou)
         if result.notes:
             report += "\nnotes:\n" + "\n".join(f"  {n}" for n in result.notes)
-        return io.NodeOutput(glue.bchw_to_image(result.image), report)
+        return io.NodeOutput(glue.bchw_to_image(result.image), report, ui={"text": [report]})
 
 
 def _pil(x):

@@ -7,3 +7,4 @@ CLIP = io.Custom("TCIG_CLIP")
 SEGMENTER = io.Custom("TCIG_SEGMENTER")
 GUIDES = io.Custom("TCIG_GUIDES")
 LAYOUT = io.Custom("TCIG_LAYOUT")
+PAINTING = io.Custom("TCIG_PAINTING")  # a widget value (the painted layout), drawn by web/tcig_painter.js

@@ -89,6 +89,12 @@ def _convert_hint(path: str) -> str:
     )
 
 
+def _short(exc: Exception) -> str:
+    """The first line of an exception's message (torch's can run to pages)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 def load_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
     """Load the tensors of a checkpoint as a flat ``{name: tensor}`` dict on CPU.
 
@@ -121,8 +127,10 @@ def load_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
                 f"{what}: {path} carries pickled code or objects that are not weights ({exc}); it was not loaded. "
                 "If you trust its source, " + _convert_hint(path)
             ) from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
+            raise TCIGInputError(f"{what}: {path} could not be read ({_short(exc)}); the file is probably truncated, re-download it") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-        raise TCIGInputError(f"{what}: {path} could not be read ({exc}); the file is probably truncated, re-download it") from None
+        raise TCIGInputError(f"{what}: {path} could not be read ({_short(exc)}); the file is probably truncated, re-download it") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -62,7 +62,16 @@ def load_open_clip(weights: str, arch: str | None = None, device: str | torch.de
         )
     if "hf_model_name" in cfg.get("text_cfg", {}):
         raise TCIGInputError("CLIP config: text towers from Hugging Face (hf_model_name) are not supported; use a CLIP-style text tower")
-    model = open_clip.model.CLIP(**cfg)
+    cfg = dict(cfg)
+    # configs of towers trained with a separate text model say so; CustomTextCLIP builds those
+    model_cls = open_clip.model.CustomTextCLIP if cfg.pop("custom_text", False) else open_clip.model.CLIP
+    known = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "cast_dtype", "init_logit_scale", "init_logit_bias",
+             "nonscalar_logit_scale", "output_dict"}
+    try:
+        model = model_cls(**{k: v for k, v in cfg.items() if k in known})
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
+        raise TCIGInputError(f"CLIP config {config_path or arch}: open_clip cannot build it ({_first_line(exc)}); "
+                             "check that it is an open_clip model config") from None
     sd = load_state_dict(weights, "CLIP weights")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     try:

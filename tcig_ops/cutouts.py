@@ -142,21 +142,25 @@ def sample(image: torch.Tensor, maps: torch.Tensor, cut_size: int, scales: torch
     gy, gx = torch.meshgrid(t, t, indexing="ij")
     base = torch.stack([gx, gy, torch.ones_like(gx)], -1).view(1, -1, 3)  # (1, cut*cut, 3)
     pts = base @ maps.transpose(1, 2)  # (n, cut*cut, 3)
-    grid = (pts[..., :2] / pts[..., 2:].clamp_min(1e-6)).view(n, cut_size, cut_size, 2).to(image.dtype)
-    levels = scales.clamp_min(1).log2().round().long()
+    # sampling positions in fp32 whatever the image's dtype: a bf16 grid is off by up to a pixel
+    grid = (pts[..., :2] / pts[..., 2:].clamp_min(1e-6)).view(n, cut_size, cut_size, 2).float()
+    image = image.float()
+    # which pooled level each cutout samples is bookkeeping: it stays on the host (no device sync)
+    levels = scales.detach().cpu().clamp_min(1).log2().round().long()
     max_level = int(math.log2(max(1, min(image.shape[-2:]) // 2)))  # keep every level at least 2 px
-    levels = levels.clamp(max=max_level)
+    levels = levels.clamp(max=max_level).tolist()
     out = image.new_empty(n, 3, cut_size, cut_size)
     pooled = image
-    for level in range(int(levels.max()) + 1):
+    for level in range(max(levels) + 1):
         if level:
             pooled = F.avg_pool2d(pooled, 2, ceil_mode=True)
-        idx = (levels == level).nonzero().flatten()
-        if not len(idx):
+        picked = [i for i, lv in enumerate(levels) if lv == level]
+        if not picked:
             continue
-        stacked = grid[idx].reshape(1, len(idx) * cut_size, cut_size, 2)
+        idx = torch.tensor(picked, device=grid.device)
+        stacked = grid[idx].reshape(1, len(picked) * cut_size, cut_size, 2)
         part = F.grid_sample(pooled, stacked, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out = out.index_copy(0, idx, part.view(3, len(idx), cut_size, cut_size).transpose(0, 1))
+        out = out.index_copy(0, idx, part.view(3, len(picked), cut_size, cut_size).transpose(0, 1))
     return out
 
 
@@ -165,11 +169,14 @@ def make_cutouts(image: torch.Tensor, cutn: int, cut_size: int, cut_pow: float =
     """(1,3,H,W) in 0..1 -> augmented, noised cutouts (cutn,3,cut,cut) for CLIP."""
     aug = aug or Augment()
     _, _, height, width = image.shape
-    dev = image.device
-    boxes = random_boxes(cutn, height, width, cut_size, cut_pow, dev)
-    maps = crop_maps(boxes, height, width) @ affine_maps(cutn, aug, dev) @ perspective_maps(cutn, aug, dev)
-    batch = sample(image, maps, cut_size, (boxes[:, 2] - boxes[:, 0]) / cut_size)
-    colour = colour_matrices(cutn, aug, dev).to(batch.dtype)
+    # the random geometry and colours are drawn on the host (torch's CPU generator) and moved
+    # once: on a GPU nothing here waits for the device, and the draws are the same on any device
+    host = torch.device("cpu")
+    boxes = random_boxes(cutn, height, width, cut_size, cut_pow, host)
+    maps = crop_maps(boxes, height, width) @ affine_maps(cutn, aug, host) @ perspective_maps(cutn, aug, host)
+    colour = colour_matrices(cutn, aug, host)
+    batch = sample(image, maps.to(image.device), cut_size, (boxes[:, 2] - boxes[:, 0]) / cut_size)
+    colour = colour.to(image.device, batch.dtype)
     batch = torch.bmm(colour, batch.flatten(2)).view_as(batch)
     if noise > 0:
         facs = batch.new_empty(cutn, 1, 1, 1).uniform_(0, noise)

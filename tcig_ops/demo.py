@@ -35,6 +35,20 @@ def demo_layout(width: int, height: int) -> torch.Tensor:
     return image
 
 
+DEMO_LABELS = ("sky", "mountain", "water")
+
+
+def demo_painting(width: int, height: int) -> str:
+    """The demo layout as a Layout Painter value (see ``painter.py``), in the world's colours."""
+    from .layout import layout_from_colour_image
+    from .painter import encode_painting
+
+    classes = {LAYOUT_HEX[k]: k for k in DEMO_LABELS}
+    layout = layout_from_colour_image(demo_layout(width, height), classes)
+    return encode_painting((layout.index_map() + 1).to(torch.uint8).numpy(), layout.labels,
+                           [LAYOUT_HEX[k] for k in layout.labels])
+
+
 def prepare_demo(models_dir: str | None, out_dir: str, size: tuple[int, int]) -> dict:
     """Make sure models exist, write the layout PNG + class map; return paths for stage 1."""
     from .runner import manifest
@@ -56,7 +70,7 @@ def prepare_demo(models_dir: str | None, out_dir: str, size: tuple[int, int]) ->
     layout_path = save_image(demo_layout(*size), os.path.join(out_dir, "layout.png"))
     classes_path = os.path.join(out_dir, "classes.json")
     with open(classes_path, "w", encoding="utf-8") as f:
-        json.dump({LAYOUT_HEX[k]: k for k in ("sky", "mountain", "water")}, f, indent=1)
+        json.dump({LAYOUT_HEX[k]: k for k in DEMO_LABELS}, f, indent=1)
     return {
         "vqgan": resolve(m["vqgan"]), "vqgan_config": resolve(m["vqgan_config"]) if m.get("vqgan_config") else None,
         "clip": resolve(m["clip"]) if m.get("clip") else None, "clip_arch": m.get("clip_arch"),

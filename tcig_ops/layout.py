@@ -53,7 +53,7 @@ class Layout:
         idx = self.index_map()[None, None].float()
         idx = F.interpolate(idx, size=(height, width), mode="nearest")[0, 0].long()
         note = f"layout resized from {w}x{h} to {width}x{height} (nearest)"
-        return _from_index_map(idx, self.labels, self.notes + [note])
+        return layout_from_index_map(idx, self.labels, self.notes + [note])
 
     def to(self, device) -> "Layout":
         return Layout(self.labels, self.targets.to(device), self.ignore.to(device), list(self.notes))
@@ -64,7 +64,12 @@ class Layout:
         return self.targets[idx], idx
 
 
-def _from_index_map(idx: torch.Tensor, labels: list[str], notes: list[str]) -> Layout:
+def layout_from_index_map(idx: torch.Tensor, labels: list[str], notes: list[str] | None = None) -> Layout:
+    """Layout from a label index map (H, W) long (-1 = ignored) and its label names.
+
+    Every layout source ends here. Labels with no pixel are left out (with a note).
+    """
+    notes = list(notes or [])
     ignore = idx < 0
     present = sorted(set(idx[~ignore].unique().tolist()))
     if not present:
@@ -141,7 +146,7 @@ def layout_from_colour_image(image: torch.Tensor, class_map, tolerance: int = 12
     notes = []
     if (~ok).any():
         notes.append(f"{int((~ok).sum())} pixels of unlisted colours are ignored")
-    return _from_index_map(idx, labels, notes)
+    return layout_from_index_map(idx, labels, notes)
 
 
 def layout_from_masks(masks: list[tuple[torch.Tensor, str]], threshold: float = 0.5) -> Layout:
@@ -185,7 +190,7 @@ def layout_from_masks(masks: list[tuple[torch.Tensor, str]], threshold: float = 
         if label not in labels:
             labels.append(label)
         idx[on] = labels.index(label)
-    return _from_index_map(idx, labels, [])
+    return layout_from_index_map(idx, labels, [])
 
 
 def _normalise(name: str) -> str:
@@ -198,25 +203,42 @@ def match_labels(wanted: list[str], vocabulary: list[str], owner: str) -> list[i
     Matching ignores case and ``_``/``-``/spaces, and accepts any synonym of an
     entry written ``"building;edifice"`` or ``"building, edifice"`` (ADE20K style).
     """
-    lookup: dict[str, int] = {}
-    for i, entry in enumerate(vocabulary):
-        for name in [entry] + re.split(r"[;,]", entry):
-            lookup.setdefault(_normalise(name), i)
+    lookup = _lookup(vocabulary)
     out = []
     for label in wanted:
         key = _normalise(label)
         if key not in lookup:
-            close = difflib.get_close_matches(key, list(lookup), n=4, cutoff=0.6)
+            close = close_matches(label, vocabulary, lookup)
             hint = f"; close matches: {close}" if close else f"; it knows e.g. {vocabulary[:8]}"
             raise TCIGInputError(f"label {label!r} is not in the vocabulary of segmenter {owner!r}{hint}")
         out.append(lookup[key])
     return out
 
 
+def _lookup(vocabulary: list[str]) -> dict[str, int]:
+    """Normalised name (and each synonym) -> class index."""
+    lookup: dict[str, int] = {}
+    for i, entry in enumerate(vocabulary):
+        for name in [entry] + re.split(r"[;,]", entry):
+            lookup.setdefault(_normalise(name), i)
+    return lookup
+
+
+def knows_label(label: str, vocabulary: list[str]) -> bool:
+    """Whether ``match_labels`` would accept ``label`` for this vocabulary."""
+    return _normalise(label) in _lookup(vocabulary)
+
+
+def close_matches(label: str, vocabulary: list[str], lookup: dict[str, int] | None = None) -> list[str]:
+    """Up to four vocabulary names close to ``label`` (the suggestion every label error gives)."""
+    return difflib.get_close_matches(_normalise(label), list(lookup or _lookup(vocabulary)), n=4, cutoff=0.6)
+
+
 def vocabulary_to_layout(vocabulary: list[str], owner: str, labels: list[str]) -> tuple[torch.Tensor, dict[str, int]]:
     """Map a segmenter's class indices to layout label indices.
 
-    Returns a lookup (len(vocabulary),) long with -1 for classes outside the layout, and
+    Returns a lookup (len(vocabulary) + 1,) long with -1 for classes outside the layout
+    (the extra last entry is an open-vocabulary segmenter's "none of them"), and
     {layout label: class index} for the labels this vocabulary knows (others are left out).
     """
     known = {}
@@ -225,7 +247,7 @@ def vocabulary_to_layout(vocabulary: list[str], owner: str, labels: list[str]) -
             known[label] = match_labels([label], vocabulary, owner)[0]
         except TCIGInputError:
             continue
-    lut = torch.full((len(vocabulary),), -1, dtype=torch.long)
+    lut = torch.full((len(vocabulary) + 1,), -1, dtype=torch.long)
     for label, v in known.items():
         lut[v] = labels.index(label)
     return lut, known

@@ -106,8 +106,9 @@ def side_by_side_panel(image: torch.Tensor, layout: Layout, segmenter: Segmenter
     H, W = image.shape[-2:]
     lay = layout.resized(H, W)
     colours = palette(len(lay.labels))
-    pred = segmenter.predict(image.to(segmenter.mean.device))[0].cpu()
-    lut, _ = vocabulary_to_layout(segmenter.labels, segmenter.name, lay.labels)
+    vocabulary = segmenter.vocabulary(lay.labels)
+    pred = segmenter.predict(image.to(segmenter.mean.device), labels=segmenter.query(vocabulary))[0].cpu()
+    lut, _ = vocabulary_to_layout(vocabulary, segmenter.name, lay.labels)
     return side_by_side(colourise(lay.index_map(), colours), image[0].cpu(), overlay(image, lut[pred], colours))
 
 

@@ -18,7 +18,7 @@ import torch
 from .clip_guide import ClipGuide
 from .errors import TCIGInputError
 from .layout import Layout, match_labels, vocabulary_to_layout
-from .metrics import layout_iou, mean_iou
+from .metrics import iou_counts, iou_table, mean_iou, to_layout_space
 from .segmenters import Segmenter
 from .vqgan import VQGAN
 
@@ -38,19 +38,25 @@ class BoundGuide:
 
     guide: Guide
     labels: list[str]  # layout labels this guide steers
-    vocab_idx: list[int]  # their class indices in the segmenter's vocabulary
+    vocab_idx: list[int]  # their channels in the segmenter's output (for ``query``)
     targets: torch.Tensor  # (k, H, W)
+    query: list[str] | None = None  # the texts an open-vocabulary segmenter scores (kept here, never on the model)
 
     @property
     def label_to_vocab(self) -> dict[str, int]:
         return dict(zip(self.labels, self.vocab_idx))
+
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """The segmenter's probabilities (1, K, H, W) for this guide's query."""
+        return self.guide.segmenter(image, labels=self.query)
 
 
 def bind_guides(guides: list[Guide], layout: Layout) -> list[BoundGuide]:
     """Resolve class subsets against the layout and the segmenters' vocabularies.
 
     Every layout label must be known by at least one guide; a label no segmenter
-    knows is an error that lists close matches.
+    knows is an error that lists close matches. An open-vocabulary segmenter (CLIPSeg)
+    scores exactly the guide's own labels, each with its own sigmoid.
     """
     if not guides:
         raise TCIGInputError("guides: no segmenter given; add at least one segmenter guide")
@@ -60,29 +66,26 @@ def bind_guides(guides: list[Guide], layout: Layout) -> list[BoundGuide]:
             raise TCIGInputError(f"guide #{n + 1} ({g.segmenter.name}): weight {g.weight} must be a finite number >= 0")
         seg = g.segmenter
         if g.classes is not None:
-            wanted = [c.strip() for c in g.classes if c.strip()]
+            wanted = list(dict.fromkeys(c.strip() for c in g.classes if c.strip()))
             if not wanted:
                 raise TCIGInputError(f"guide #{n + 1} ({seg.name}): class subset is empty; list classes or leave it blank for all")
             unknown = [c for c in wanted if c not in layout.labels]
             if unknown:
                 raise TCIGInputError(f"guide #{n + 1} ({seg.name}): classes {unknown} are not in the layout {layout.labels}")
-        elif seg.open_vocabulary:
-            wanted = list(layout.labels)
         else:
-            wanted = list(vocabulary_to_layout(seg.labels, seg.name, layout.labels)[1])
-        if seg.open_vocabulary:
-            seg.set_labels(wanted if g.classes is not None else layout.labels)
+            wanted = list(vocabulary_to_layout(seg.vocabulary(layout.labels), seg.name, layout.labels)[1])
         if not wanted:
             continue
-        vocab_idx = match_labels(wanted, seg.labels, seg.name)
+        query = seg.query(wanted)
+        vocab_idx = list(range(len(wanted))) if query is not None else match_labels(wanted, seg.labels, seg.name)
         targets, _ = layout.subset(wanted)
-        bound.append(BoundGuide(g, wanted, vocab_idx, targets))
+        bound.append(BoundGuide(g, wanted, vocab_idx, targets, query))
         covered.update(wanted)
     missing = [lbl for lbl in layout.labels if lbl not in covered]
     if missing:
         # re-run the matcher against the first segmenter for a helpful close-match message
         seg = next((g.segmenter for g in guides if not g.segmenter.open_vocabulary), guides[0].segmenter)
-        match_labels(missing, seg.labels, seg.name)
+        match_labels(missing, seg.vocabulary(layout.labels), seg.name)
         raise TCIGInputError(f"layout labels {missing} are not covered by any guide's class subset")
     return bound
 
@@ -95,12 +98,16 @@ def segmentation_loss(probs: torch.Tensor, targets: torch.Tensor, valid: torch.T
 
 @dataclass
 class StepInfo:
-    """What a per-step callback receives; ``image()`` decodes the current latent lazily."""
+    """What a per-step callback receives; ``image()`` decodes the current latent lazily.
+
+    ``loss`` and ``miou`` are the values of the latest checked step (``check_every``):
+    reading them every step would make a GPU wait for each step to finish.
+    """
 
     step: int
     total: int
     loss: float
-    miou: float
+    miou: float | None
     image: Callable[[], torch.Tensor]
 
 
@@ -110,11 +117,16 @@ class Stage1Result:
     latent: torch.Tensor  # (1, E, h, w)
     history: list[dict] = field(default_factory=list)
     miou: float = 0.0
-    iou: dict[str, float] = field(default_factory=dict)
+    iou: dict[str, float] = field(default_factory=dict)  # per guided label, judged by the guide that steers it
     steps: int = 0
-    stopped: str = "completed"  # "completed" | "target_miou" | "non_finite_loss"
+    stopped: str = "completed"  # "completed" | "target_miou" | "non_finite"
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    start_iou: dict[str, float] = field(default_factory=dict)  # the same table for the starting latent
+
+    @property
+    def start_miou(self) -> float:
+        return mean_iou(self.start_iou)
 
 
 @dataclass
@@ -125,10 +137,13 @@ class Stage1Settings:
     lr: float = 0.2
     seed: int = 0
     clip_weight: float = 0.3  # measured on the tiny models: 1.0 lets CLIP pull the layout apart
-    target_miou: float | None = None  # stop early once the first guide's mIoU reaches this
+    target_miou: float | None = None  # stop early once the guides' mIoU reaches this
     lr_decay: float = 0.1  # cosine decay of the learning rate to lr * lr_decay at the last step
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": autocast dtype of the forward pass (z and Adam stay fp32)
     fast: bool = True  # leaner decoder and CLIP forwards (fast_decoder, fast_clip); False: the models' own
+    # read losses, mIoU and the finite-check back to the host every N steps (and at the last);
+    # None: every step on CPU (free there), every 10th on a GPU (each read waits for the device)
+    check_every: int | None = None
 
     def validate(self, factor: int) -> list[str]:
         notes = []
@@ -140,8 +155,12 @@ class Stage1Settings:
             raise TCIGInputError(f"precision: {self.precision!r}; use fp32, bf16 or fp16")
         if self.clip_weight < 0 or not math.isfinite(self.clip_weight):
             raise TCIGInputError(f"clip_weight: {self.clip_weight}; use a finite number >= 0")
+        if self.check_every is not None and self.check_every < 1:
+            raise TCIGInputError(f"check_every: {self.check_every}; use a number of steps >= 1")
         for name in ("width", "height"):
             v = getattr(self, name)
+            if v < 1:
+                raise TCIGInputError(f"{name}: {v} px; the size must be positive")
             if v < factor:
                 raise TCIGInputError(f"{name}: {v} px is smaller than the VQGAN's factor {factor}")
             if v % factor:
@@ -153,7 +172,8 @@ class Stage1Settings:
 
 def run_stage1(vqgan: VQGAN, layout: Layout, guides: list[Guide], settings: Stage1Settings,
                clip_guide: ClipGuide | None = None, init_image: torch.Tensor | None = None,
-               callback: Callable[[StepInfo], None] | None = None) -> Stage1Result:
+               callback: Callable[[StepInfo], None] | None = None,
+               free_memory: Callable[[int, torch.device], None] | None = None) -> Stage1Result:
     """Optimise a latent; returns the decoded image, latent and a per-step history.
 
     ``callback(StepInfo)`` runs after every step and may raise to cancel (the
@@ -161,13 +181,37 @@ def run_stage1(vqgan: VQGAN, layout: Layout, guides: list[Guide], settings: Stag
     so the caller's random state is untouched and the same seed gives the same image.
     Works when called under ``torch.inference_mode``/``no_grad`` (ComfyUI runs nodes so):
     the optimisation needs autograd, so it re-enables it locally. The models' weights
-    must be normal tensors, i.e. loaded outside inference mode.
+    must be normal tensors, i.e. loaded outside inference mode. ``free_memory(bytes,
+    device)`` is asked to make room (e.g. ComfyUI unloading idle models) before a size
+    that does not fit is refused.
     """
     with torch.inference_mode(False), torch.enable_grad():
-        return _run(vqgan, layout, guides, settings, clip_guide, init_image, callback)
+        return _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free_memory)
 
 
-def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> Stage1Result:
+def guided_iou(bound: list[BoundGuide], fulls: list[torch.Tensor | None], layout: Layout) -> dict[str, float]:
+    """Per-label IoU, each label judged by the first guide that steers it and was run.
+    One host read for all guides."""
+    inters, unions, labels, seen = [], [], [], set()
+    target = layout.index_map()
+    for b, full in zip(bound, fulls):
+        if full is None:
+            continue
+        pred = to_layout_space(b.guide.segmenter.decide(full.detach())[0], layout, b.label_to_vocab)
+        inter, union = iou_counts(pred, target.to(pred.device), len(layout.labels))
+        for lbl in b.labels:
+            if lbl not in seen:
+                seen.add(lbl)
+                k = layout.labels.index(lbl)
+                labels.append(lbl)
+                inters.append(inter[k])
+                unions.append(union[k])
+    if not labels:
+        return {}
+    return iou_table(torch.stack(inters), torch.stack(unions), labels)
+
+
+def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free_memory) -> Stage1Result:
     # tensors made under inference mode cannot be saved for backward: take normal copies
     layout = Layout(list(layout.labels), layout.targets.clone(), layout.ignore.clone(), list(layout.notes))
     init_image = init_image.clone() if init_image is not None else None
@@ -175,11 +219,12 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> S
     notes = settings.validate(vqgan.factor)
     device = vqgan.codebook.device
     W, H = settings.width, settings.height
-    check_memory(vqgan, W, H, device)
+    check_memory(vqgan, W, H, device, free_memory)
     layout = layout.resized(H, W).to(device)
     notes += layout.notes
     bound = bind_guides(guides, layout)
     valid = ~layout.ignore
+    every = settings.check_every or (1 if device.type == "cpu" else 10)
     devices = [device] if device.type == "cuda" else []
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=devices):
@@ -197,64 +242,106 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback) -> S
         total = settings.iterations
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: settings.lr_decay + (1 - settings.lr_decay) * 0.5 * (1 + math.cos(math.pi * i / max(1, total))))
+        scaler = _grad_scaler(settings.precision, device)
         history: list[dict] = []
-        stopped, steps = "completed", 0
+        pending: list[tuple[int, dict]] = []  # per-step values still on the device
+        stopped, steps, start_iou = "completed", 0, {}
+        last_loss, last_miou = float("nan"), None
+        # the last latent whose step was finite, and whether a non-finite step has happened:
+        # both stay on the device, so the check costs no host sync per step
+        z_good = z.detach().clone()
+        bad = torch.zeros((), dtype=torch.bool, device=device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)
         autocast = _autocast(settings.precision, device)
         for step in range(total):
+            check = step % every == 0 or step == total - 1
             with autocast:
                 image = vqgan.decode(vqgan.quantize_st(z), fast=settings.fast)
                 terms = {}
                 if clip_guide is not None and settings.clip_weight > 0:
                     terms["clip"] = clip_guide(image, fast=settings.fast)
-                # a guide with weight 0 adds no gradient: only the first one is still run
-                # (without autograd) because the history reports its mIoU
+                # a guide with weight 0 adds no gradient: it is run (without autograd) only
+                # on checked steps, where the history reports its mIoU
                 fulls = []
-                for i, b in enumerate(bound):
+                for b in bound:
                     if b.guide.weight > 0:
-                        fulls.append(b.guide.segmenter(image))  # (1, K_vocab, H, W)
-                    elif i == 0:
+                        fulls.append(b.probabilities(image))  # (1, K, H, W)
+                    elif check:
                         with torch.no_grad():
-                            fulls.append(b.guide.segmenter(image))
+                            fulls.append(b.probabilities(image))
                     else:
                         fulls.append(None)
             # the losses themselves in fp32: small MSE differences vanish in bf16
             loss = image.new_zeros((), dtype=torch.float32)
             if "clip" in terms:
                 loss = loss + settings.clip_weight * terms["clip"].float()
-            miou = None
             for i, (b, full) in enumerate(zip(bound, fulls)):
-                if full is None:
+                if full is None or b.guide.weight == 0:
                     continue
-                full = full.float()
-                terms[f"seg{i}"] = segmentation_loss(full[:, b.vocab_idx], b.targets, valid)
+                terms[f"seg{i}"] = segmentation_loss(full.float()[:, b.vocab_idx], b.targets, valid)
                 loss = loss + b.guide.weight * terms[f"seg{i}"]
-                if i == 0:  # control is reported against the first (guiding) segmenter's argmax
-                    miou = mean_iou(layout_iou(full.detach().argmax(1)[0], layout, b.label_to_vocab))
-            if not torch.isfinite(loss):
-                stopped = "non_finite_loss"
-                notes.append(f"loss became non-finite at step {step}; kept the image from step {step - 1}")
-                break
+            ious = guided_iou(bound, [f.float() if f is not None else None for f in fulls], layout) if check else None
+            if step == 0:
+                start_iou = dict(ious)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # inf/NaN from the fp16 scale make the scaler skip this step
+                ok = torch.isfinite(loss)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                grad = z.grad if z.grad is not None else torch.zeros_like(z)
+                ok = torch.isfinite(loss) & torch.isfinite(grad).all()
+                opt.step()
             sched.step()
             with torch.no_grad():
                 z.copy_(torch.maximum(torch.minimum(z, zmax), zmin))
+                ok = ok & torch.isfinite(z).all()
+                first_bad = torch.where(bad | ok, first_bad, torch.full_like(first_bad, step))
+                bad = bad | ~ok
+                z_good = torch.where(bad, z_good, z)
+            pending.append((step, {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}, ious))
+            if check:
+                history += _flush(pending)
+                pending = []
+                last_loss, last_miou = history[-1]["loss"], history[-1]["miou"]
+                if bool(bad):
+                    k = int(first_bad)
+                    history = [h for h in history if h["step"] < k]
+                    stopped, steps = "non_finite", k
+                    notes.append(f"the loss or its gradient became non-finite at step {k}; "
+                                 + ("kept the starting latent" if k == 0 else f"kept the latent of step {k - 1}"))
+                    break
             steps = step + 1
-            record = {"step": step, "loss": loss.item(), "miou": miou}
-            record.update({k: v.item() for k, v in terms.items()})
-            history.append(record)
             if callback is not None:
-                callback(StepInfo(step + 1, total, record["loss"], miou, lambda: _decode(vqgan, z, settings.fast)))
-            if settings.target_miou is not None and miou is not None and miou >= settings.target_miou:
+                callback(StepInfo(step + 1, total, last_loss, last_miou, lambda: _decode(vqgan, z_good, settings.fast)))
+            if check and settings.target_miou is not None and last_miou is not None and last_miou >= settings.target_miou:
                 stopped = "target_miou"
                 break
-        # on a non-finite loss z was not updated: it is the last good latent
-        final_z = z.detach()
+        final_z = z_good.detach()
         final = _decode(vqgan, final_z, settings.fast)
-        ious = layout_iou(bound[0].guide.segmenter.predict(final.to(device))[0], layout, bound[0].label_to_vocab)
+        with torch.no_grad():
+            final_fulls = [b.probabilities(final) for b in bound]
+        ious = guided_iou(bound, final_fulls, layout)
     return Stage1Result(final.cpu(), final_z.cpu(), history, mean_iou(ious), ious, steps, stopped, notes,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, start_iou)
+
+
+def _flush(pending: list) -> list[dict]:
+    """Device values of the steps since the last check -> history records (one host read)."""
+    if not pending:
+        return []
+    keys = list(pending[-1][1])
+    values = torch.stack([torch.stack([rec[k].float() if k in rec else rec["loss"].new_full((), float("nan")) for k in keys])
+                          for _, rec, _ in pending]).tolist()
+    out = []
+    for (step, rec, ious), row in zip(pending, values):
+        record = {"step": step, **{k: v for k, v in zip(keys, row) if k in rec}}
+        record["miou"] = mean_iou(ious) if ious is not None else None
+        out.append(record)
+    return out
 
 
 def estimate_memory_bytes(vqgan: VQGAN, width: int, height: int) -> int:
@@ -270,25 +357,51 @@ def estimate_memory_bytes(vqgan: VQGAN, width: int, height: int) -> int:
 
 
 def available_memory_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` (CUDA: free VRAM; CPU: available RAM on Linux), or None if unknown."""
+    """Memory a new allocation on ``device`` can get, or None if unknown.
+
+    CUDA: the driver's free memory plus what PyTorch's allocator holds reserved but unused.
+    CPU: the OS's *available* memory (MemAvailable: free pages plus the page cache and
+    other memory it can reclaim), not merely free pages, which a warm page cache keeps low.
+    """
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     try:
-        import os
+        import psutil
 
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
-def check_memory(vqgan: VQGAN, width: int, height: int, device: torch.device) -> None:
-    """Refuse sizes whose estimated need exceeds the free memory, before allocating anything."""
+def check_memory(vqgan: VQGAN, width: int, height: int, device: torch.device,
+                 free_memory: Callable[[int, torch.device], None] | None = None) -> None:
+    """Refuse sizes whose estimated need exceeds the available memory, before allocating anything.
+    ``free_memory(bytes, device)``, when given, is asked to make room first."""
     need, free = estimate_memory_bytes(vqgan, width, height), available_memory_bytes(device)
+    if free is not None and need > free and free_memory is not None:
+        free_memory(need, device)
+        free = available_memory_bytes(device)
     if free is not None and need > free:
         raise TCIGInputError(
-            f"size {width}x{height}: stage 1 would need about {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB is free on "
+            f"size {width}x{height}: stage 1 would need about {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB is available on "
             f"{device.type}; use a smaller size and upscale in stage 2"
         )
+
+
+def _grad_scaler(precision: str, device: torch.device):
+    """fp16 gradients underflow without loss scaling: a GradScaler for fp16 (None otherwise)."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def _autocast(precision: str, device: torch.device):

@@ -99,11 +99,13 @@ class VQGAN(nn.Module):
 
     def quantize_st(self, z: torch.Tensor) -> torch.Tensor:
         """Snap each z (B,E,h,w) vector to its nearest code; gradients pass straight through."""
-        codebook = self.codebook
-        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        # squared distances via the expansion |a|^2 - 2ab + |b|^2 (one matmul, no (N,K,E) tensor)
-        d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.pow(2).sum(1)[None]
-        zq = codebook[d.argmin(1)].view(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+        with torch.autocast(z.device.type, enabled=False):  # nearest-code search in fp32, even under autocast
+            codebook = self.codebook.float()
+            flat = z.detach().float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+            # squared distances via the expansion |a|^2 - 2ab + |b|^2 (one matmul, no (N,K,E) tensor)
+            d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.pow(2).sum(1)[None]
+            idx = d.argmin(1)
+        zq = self.codebook[idx].view(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2).to(z.dtype)
         return z + (zq - z).detach()
 
     def decode(self, zq: torch.Tensor, fast: bool = True) -> torch.Tensor:

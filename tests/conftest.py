@@ -63,3 +63,19 @@ def region_layout(kind: str, size: int = 64):
         tree = (((xx - 0.5) ** 2 + (yy - 0.7) ** 2) < 0.05).float()
         return layout_from_masks([(torch.ones(size, size), "sand"), (sky, "sky"), (tree, "tree")])
     raise ValueError(kind)
+
+
+@pytest.fixture(scope="session")
+def server(tiny, tmp_path_factory):
+    """A real ComfyUI on loopback with this pack and the tiny models (the e2e and browser tests share it)."""
+    from e2e.comfy_server import SKIP_REASON, ComfyServer, find_comfyui, prepare_base, tiny_sd_checkpoint
+
+    comfy = find_comfyui()
+    if comfy is None:
+        pytest.skip(SKIP_REASON)
+    sd = tiny_sd_checkpoint(comfy, str(ROOT / ".cache" / "e2e"))
+    base = tmp_path_factory.mktemp("comfy_base")
+    yaml_path = prepare_base(str(base), str(tmp_path_factory.mktemp("extra_models")), tiny, sd)
+    srv = ComfyServer(comfy, str(base), yaml_path, str(base / "server.log"))
+    yield srv
+    srv.stop()

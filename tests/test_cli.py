@@ -47,10 +47,15 @@ def test_cli_two_segmenters_with_subsets(tiny, layout_files, tmp_path):
     lay, classes = layout_files
     r = cli("stage1", "--vqgan", tiny["vqgan"], "--segmenter", tiny["segmenters"][0] + ":1:sky,water",
             "--segmenter", tiny["segmenters"][1] + ":2:mountain", "--layout", lay, "--classes", classes,
-            "--size", "32", "32", "--iterations", "3", "--out", str(tmp_path / "o.png"), "--report", str(tmp_path / "r.json"))
+            "--size", "64", "64", "--iterations", "60", "--out", str(tmp_path / "o.png"), "--report", str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stderr
-    hist = json.loads((tmp_path / "r.json").read_text())["history"]
+    data = json.loads((tmp_path / "r.json").read_text())
+    hist = data["history"]
     assert "seg0" in hist[0] and "seg1" in hist[0] and "clip" not in hist[0]
+    # each guide moves its own classes (each judged by the segmenter that guides it)
+    assert set(data["iou"]) == set(data["start_iou"]) == {"sky", "water", "mountain"}
+    for label in ("sky", "water", "mountain"):
+        assert data["iou"][label] > data["start_iou"][label] + 0.2, (label, data["start_iou"], data["iou"])
 
 
 def _bad(r, *words):

@@ -14,26 +14,15 @@ import time
 
 import pytest
 
-from e2e.comfy_server import ROOT, SKIP_REASON, ComfyServer, find_comfyui, prepare_base, tiny_sd_checkpoint
+from e2e.comfy_server import ROOT, SKIP_REASON, find_comfyui
 
 COMFY = find_comfyui()
 pytestmark = pytest.mark.skipif(COMFY is None, reason=SKIP_REASON)
 
-NODES = ["TCIGVQGANLoader", "TCIGCLIPLoader", "TCIGSegmenterLoader", "TCIGLayoutFromColors", "TCIGLayoutAddMask",
+NODES = ["TCIGVQGANLoader", "TCIGCLIPLoader", "TCIGSegmenterLoader", "TCIGLayoutPainter", "TCIGLayoutFromColors", "TCIGLayoutAddMask",
          "TCIGSegmenterGuide", "TCIGStage1", "TCIGMaskAwareRefine", "TCIGRegionalConditioning", "TCIGIoUEvaluate"]
 SIZE = 64
 TINY_NAMES = {"segformer-b0-finetuned-ade-512-512": "tiny-segformer-a", "clipseg-rd64-refined": "tiny-clipseg"}
-
-
-@pytest.fixture(scope="module")
-def server(tiny, tmp_path_factory):
-    cache = pathlib.Path(ROOT) / ".cache"
-    sd = tiny_sd_checkpoint(COMFY, str(cache / "e2e"))
-    base = tmp_path_factory.mktemp("comfy_base")
-    yaml_path = prepare_base(str(base), str(tmp_path_factory.mktemp("extra_models")), tiny, sd)
-    srv = ComfyServer(COMFY, str(base), yaml_path, str(base / "server.log"))
-    yield srv
-    srv.stop()
 
 
 def load_api(name: str) -> dict:
@@ -87,7 +76,7 @@ def test_ui_workflow_widgets_follow_the_servers_input_order(server):
     for node_type, (widgets, _) in build_workflows.NODE_TYPES.items():
         spec = info[node_type]["input"]
         names = [k for part in ("required", "optional") for k, v in spec.get(part, {}).items()
-                 if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+                 if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "TCIG_PAINTING")]
         names = [n for n in names if n not in sockets]
         assert [w for w in widgets if not w.startswith("+")] == names, node_type
 
@@ -101,7 +90,7 @@ def _outputs(server, hist, prompt):
     return images, reports
 
 
-@pytest.mark.parametrize("name", ["tcig_stage1_only", "tcig_multi_segmenter", "tcig_two_stage"])
+@pytest.mark.parametrize("name", ["tcig_stage1_only", "tcig_multi_segmenter", "tcig_two_stage", "tcig_two_stage_colour_image"])
 def test_shipped_workflow_runs(server, name):
     from PIL import Image
 
@@ -122,7 +111,40 @@ def test_shipped_workflow_runs(server, name):
         assert files, prefix
         data = json.loads(files[-1].read_text())
         assert 0.0 <= data["miou"] <= 1.0 and data["size"] == [SIZE, SIZE]
+    # stage 1 steered: its mIoU and every guided class's IoU rose from the starting latent
+    stage1 = [r for r in reports if r.startswith("stage 1 (")]
+    assert len(stage1) == 1, reports
+    start_miou, end_miou, per_class = parse_stage1_report(stage1[0])
+    assert end_miou > start_miou + 0.2, stage1[0]
+    for label, (start, end) in per_class.items():
+        assert end > start, (label, stage1[0])
     print(f"{name}: {time.time() - t0:.1f} s; " + " | ".join(r.splitlines()[0] for r in reports))
+
+
+def parse_stage1_report(text: str) -> tuple[float, float, dict[str, tuple[float, float]]]:
+    """'stage 1 (...): mIoU 0.912 (start 0.104)' + '  label  0.95  (start 0.10)' lines."""
+    import re
+
+    head = re.search(r"mIoU ([\d.]+) \(start ([\d.]+)\)", text)
+    rows = re.findall(r"^  (\S.*?)\s+([\d.]+)  \(start ([\d.]+)\)$", text, re.M)
+    return float(head.group(2)), float(head.group(1)), {lbl.strip(): (float(s), float(e)) for lbl, e, s in rows}
+
+
+def test_clipseg_guide_steers_water_in_the_multi_segmenter_workflow(server):
+    """The shipped workflow's CLIPSeg guide (class subset: water) must move the image: water's
+    IoU as that guide judges it (the stage-1 report) is higher than with the guide's weight at
+    0. (Before the fix a one-class CLIPSeg guide had no gradient: both runs were alike.)"""
+    base = tiny_version(load_api("tcig_multi_segmenter"), iterations=150)
+    results = {}
+    for weight in (1.0, 0.0):
+        prompt = copy.deepcopy(base)
+        prompt["24"]["inputs"]["weight"] = weight
+        hist = server.wait(server.queue(prompt))
+        assert hist["status"]["status_str"] == "success", hist["status"]
+        report = next(t for out in hist["outputs"].values() for t in out.get("text", []) if t.startswith("stage 1 ("))
+        results[weight] = parse_stage1_report(report)[2]["water"]
+    (start_on, water_on), (_, water_off) = results[1.0], results[0.0]
+    assert water_on > start_on + 0.3 and water_on > water_off + 0.3, results
 
 
 def test_stage1_reaches_layout_in_comfyui(server):
@@ -155,12 +177,20 @@ def test_cancel_stops_promptly_and_next_prompt_runs(server):
 
 
 def test_bad_input_is_a_node_error_and_server_keeps_serving(server):
-    bad = tiny_version(load_api("tcig_stage1_only"), iterations=5)
+    bad = tiny_version(load_api("tcig_two_stage_colour_image"), iterations=5)
     bad["5"]["inputs"]["class_map"] = '{"#zz": "sky"}'
     hist = server.wait(server.queue(bad))
     assert hist["status"]["status_str"] == "error"
     err = [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"][0]
     assert err["node_id"] == "5" and "#zz" in err["exception_message"] and "#rrggbb" in err["exception_message"]
+    # a painting edited by hand (map no longer matches its checksum) is a node error too
+    tampered = tiny_version(load_api("tcig_stage1_only"), iterations=5)
+    value = json.loads(tampered["5"]["inputs"]["painting"])
+    value["crc32"] ^= 1
+    tampered["5"]["inputs"]["painting"] = json.dumps(value)
+    hist = server.wait(server.queue(tampered))
+    err = [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"][0]
+    assert err["node_id"] == "5" and "checksum" in err["exception_message"], err
     # a model name that climbs out of the model folders is refused (at validation or by the loader)
     wrong = tiny_version(load_api("tcig_stage1_only"), iterations=5)
     wrong["1"]["inputs"]["vqgan_name"] = "../../etc/passwd"
@@ -173,3 +203,82 @@ def test_bad_input_is_a_node_error_and_server_keeps_serving(server):
         assert status == 400 and "1" in body.get("node_errors", {})
     ok = server.wait(server.queue(tiny_version(load_api("tcig_stage1_only"), iterations=5)))
     assert ok["status"]["status_str"] == "success"
+
+
+def test_clip_architecture_config_is_confined_to_the_model_folder(server):
+    """The CLIP loader's architecture is free text: a .json there must come from models/tcig_clip.
+    This reaches the pack's own guard (ComfyUI's list validation does not check strings)."""
+    for arch in ("../../../../../../etc/passwd.json", "/etc/passwd.json", "..\\..\\x.json"):
+        bad = tiny_version(load_api("tcig_stage1_only"), iterations=2)
+        bad["2"]["inputs"]["architecture"] = arch
+        hist = server.wait(server.queue(bad))
+        assert hist["status"]["status_str"] == "error", arch
+        err = [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"][0]
+        assert err["node_id"] == "2" and "outside the model folders" in err["exception_message"], err
+    good = tiny_version(load_api("tcig_stage1_only"), iterations=2)
+    good["2"]["inputs"]["architecture"] = "tiny-clip.json"  # the config beside the weights, named explicitly
+    assert server.wait(server.queue(good))["status"]["status_str"] == "success"
+
+
+def _painting(labels_colours):
+    """A 64x48 painting: left half label 1, a 16x16 square of label 2 at (40, 8), rest unpainted."""
+    import numpy as np
+
+    from tcig_ops.painter import encode_painting
+
+    m = np.zeros((48, 64), np.uint8)
+    m[:, :32] = 1
+    m[8:24, 40:56] = 2
+    names, colours = zip(*labels_colours)
+    return encode_painting(m, list(names), list(colours)), m
+
+
+def test_painter_node_outputs_through_the_server(server):
+    """The painter's LAYOUT, colour preview and MASK batch, run by a real ComfyUI."""
+    import numpy as np
+    from PIL import Image
+
+    text, m = _painting([("grass", "#5ab43c"), ("road", "#6b6b70")])
+    prompt = {
+        "1": {"class_type": "TCIGLayoutPainter", "inputs": {"painting": text, "background": ["4", 0]}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 1], "filename_prefix": "TCIG/painter_preview"}},
+        "3": {"class_type": "MaskToImage", "inputs": {"mask": ["1", 2]}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "TCIG/painter_masks"}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "tcig_layout.png"}},
+    }
+    hist = server.wait(server.queue(prompt))
+    assert hist["status"]["status_str"] == "success", hist["status"]
+    out = pathlib.Path(server.base) / "output"
+    preview = np.asarray(Image.open(out / hist["outputs"]["2"]["images"][0]["subfolder"] / hist["outputs"]["2"]["images"][0]["filename"]))
+    assert preview.shape == (48, 64, 3)
+    assert (preview[m == 1] == [0x5A, 0xB4, 0x3C]).all() and (preview[m == 2] == [0x6B, 0x6B, 0x70]).all() and (preview[m == 0] == 0).all()
+    masks = [np.asarray(Image.open(out / im["subfolder"] / im["filename"]).convert("L")) for im in hist["outputs"]["5"]["images"]]
+    assert len(masks) == 2  # one per label, in label order
+    assert ((masks[0] > 127) == (m == 1)).all() and ((masks[1] > 127) == (m == 2)).all()
+    bg = hist["outputs"]["1"]["tcig_background"][0]  # the background the widget draws under the paint
+    assert bg["type"] == "temp" and (pathlib.Path(server.base) / "temp" / bg["subfolder"] / bg["filename"]).is_file()
+
+
+def test_segmenter_label_routes(server):
+    import urllib.error
+    import urllib.request
+
+    info = server.get("/tcig/segmenter_labels")["segmenters"]
+    by_name = {s["name"]: s for s in info}
+    assert by_name["tiny-segformer-a"]["labels"][:3] == ["sky", "tree", "grass"] and not by_name["tiny-segformer-a"]["open_vocabulary"]
+    assert by_name["tiny-clipseg"]["open_vocabulary"] and by_name["tiny-clipseg"]["labels"] is None
+    status, body = server.post("/tcig/check_labels", {"labels": ["Sky", "skyy", "unicorn"]})
+    assert status == 200
+    assert "tiny-segformer-a" in body["labels"]["Sky"]["known_by"]
+    assert body["labels"]["skyy"]["known_by"] == [] and "sky" in body["labels"]["skyy"]["suggestions"]
+    assert body["labels"]["unicorn"]["open_vocabulary"] == ["tiny-clipseg"]
+    status, body = server.post("/tcig/check_labels", {"labels": "../../etc/passwd"})
+    assert status == 400 and "list" in body["error"]
+    req = urllib.request.Request(server.url + "/tcig/check_labels", data=b"not json", headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("bad JSON was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400
+    assert server.get("/system_stats")  # still serving
+

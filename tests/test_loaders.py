@@ -98,9 +98,12 @@ def test_segformer_folder_loads_labels_and_is_differentiable(tiny):
 def test_clipseg_folder_loads_any_labels_and_is_differentiable(tiny):
     seg = load_segmenter(tiny["segmenters"][2])
     assert isinstance(seg, CLIPSegSegmenter) and seg.open_vocabulary
-    seg.set_labels(["a red house", "blue water", "sky"])
+    labels = ["a red house", "blue water", "sky"]
     img = torch.rand(2, 3, 40, 40, requires_grad=True)
-    p = seg(img)
+    p = seg(img, labels=labels)
     assert p.shape == (2, 3, 40, 40)
+    assert p.min() >= 0 and p.max() <= 1  # one sigmoid per label, not a softmax over them
+    assert seg.labels == []  # nothing about the labels is stored on the shared model
+    assert seg(img, labels=["sky"]).shape == (2, 1, 40, 40)
     p[:, 1].mean().backward()
     assert img.grad.abs().sum() > 0

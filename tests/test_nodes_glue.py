@@ -125,3 +125,10 @@ print(json.dumps({'stubs': stubs}))
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["stubs"] == []
+
+
+def test_painter_workflows_need_no_input_file():
+    """The shipped painter workflows carry their layout: no LoadImage, nothing to copy."""
+    for name in ("tcig_two_stage", "tcig_stage1_only", "tcig_multi_segmenter"):
+        types = {n["class_type"] for n in json.load(open(os.path.join(ROOT, "workflows", f"{name}.api.json"))).values()}
+        assert "TCIGLayoutPainter" in types and "LoadImage" not in types, name

@@ -23,6 +23,7 @@ NODE_TYPES = {
     "TCIGCLIPLoader": (["clip_name", "architecture"], [("tcig_clip", "TCIG_CLIP")]),
     "TCIGSegmenterLoader": (["segmenter_name"], [("segmenter", "TCIG_SEGMENTER")]),
     "LoadImage": (["image", "+upload"], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "TCIGLayoutPainter": (["painting"], [("layout", "TCIG_LAYOUT"), ("preview", "IMAGE"), ("masks", "MASK")]),
     "TCIGLayoutFromColors": (["class_map", "tolerance"], [("layout", "TCIG_LAYOUT"), ("preview", "IMAGE")]),
     "TCIGLayoutAddMask": (["label", "threshold"], [("layout", "TCIG_LAYOUT"), ("preview", "IMAGE")]),
     "TCIGSegmenterGuide": (["weight", "classes"], [("guides", "TCIG_GUIDES")]),
@@ -39,7 +40,7 @@ NODE_TYPES = {
     "TCIGIoUEvaluate": (["title", "filename_prefix"], [("miou", "FLOAT"), ("report", "STRING"), ("overlay", "IMAGE")]),
     "SaveImage": (["filename_prefix"], [],),
 }
-TALL = {"TCIGStage1": 460, "TCIGMaskAwareRefine": 300, "KSampler": 300, "TCIGRegionalConditioning": 300}  # UI heights
+TALL = {"TCIGLayoutPainter": 680, "TCIGStage1": 460, "TCIGMaskAwareRefine": 300, "KSampler": 300, "TCIGRegionalConditioning": 300}  # UI heights
 CLASS_MAP = '{"#87ceeb": "sky", "#735f54": "mountain", "#1e4ca6": "water"}'
 PROMPT = "a mountain lake under a clear sky, morning light"
 
@@ -49,15 +50,33 @@ def L(node: int, slot: int = 0):
     return ("link", node, slot)
 
 
-def _common(seg_name="segformer-b0-finetuned-ade-512-512"):
-    return {
+def _common(seg_name="segformer-b0-finetuned-ade-512-512", layout="painter"):
+    """Loaders, the layout and one guide. The layout is painted in the workflow itself (no input
+    file to copy), or, for the colour-image variant, a LoadImage + class map."""
+    g = {
         1: ("TCIGVQGANLoader", {"vqgan_name": "vqgan_imagenet_f16_16384.ckpt"}),
         2: ("TCIGCLIPLoader", {"clip_name": "open_clip_vit_b32.safetensors", "architecture": "ViT-B-32"}),
         3: ("TCIGSegmenterLoader", {"segmenter_name": seg_name}),
-        4: ("LoadImage", {"image": "tcig_layout.png", "+upload": "image"}),
-        5: ("TCIGLayoutFromColors", {"image": L(4), "class_map": CLASS_MAP, "tolerance": 12}),
         6: ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": ""}),
     }
+    if layout == "painter":
+        g[5] = ("TCIGLayoutPainter", {"painting": painting()})
+    else:
+        g[4] = ("LoadImage", {"image": "tcig_layout.png", "+upload": "image"})
+        g[5] = ("TCIGLayoutFromColors", {"image": L(4), "class_map": CLASS_MAP, "tolerance": 12})
+    return g
+
+
+def painting() -> str:
+    """The demo layout (sky / mountain / water) at 256 px, as the painter stores it."""
+    import sys
+
+    sys.path.insert(0, ROOT)  # a build script, not the pack: reuse the demo layout
+    try:
+        from tcig_ops.demo import demo_painting
+    finally:
+        sys.path.pop(0)
+    return demo_painting(256, 256)
 
 
 def _stage1(node_guides=6, node_layout=5, iterations=300):
@@ -66,8 +85,8 @@ def _stage1(node_guides=6, node_layout=5, iterations=300):
                            "cut_pow": 1.0, "seed": 0, "+control": "fixed", "target_miou": 0.0})
 
 
-def two_stage():
-    g = _common()
+def two_stage(layout="painter"):
+    g = _common(layout=layout)
     g[7] = _stage1()
     g[8] = ("CheckpointLoaderSimple", {"ckpt_name": "v1-5-pruned-emaonly.safetensors"})
     g[9] = ("CLIPTextEncode", {"clip": L(8, 1), "text": PROMPT + ", highly detailed photo"})
@@ -88,20 +107,19 @@ def two_stage():
     return g
 
 
+def colour_image():
+    """The two-stage graph with the layout from a colour-coded image + class map (copy
+    example_inputs/tcig_layout.png into ComfyUI/input/ first)."""
+    return two_stage(layout="colour")
+
+
 def multi_segmenter():
     g = _common()
-    del g[5]
-    g[4] = ("LoadImage", {"image": "tcig_mask_sky.png", "+upload": "image"})
-    g[20] = ("LoadImage", {"image": "tcig_mask_water.png", "+upload": "image"})
-    g[26] = ("LoadImage", {"image": "tcig_mask_mountain.png", "+upload": "image"})
-    g[21] = ("TCIGLayoutAddMask", {"mask": L(26, 1), "label": "mountain", "threshold": 0.5})
-    g[5] = ("TCIGLayoutAddMask", {"mask": L(4, 1), "layout": L(21), "label": "sky", "threshold": 0.5})
-    g[22] = ("TCIGLayoutAddMask", {"mask": L(20, 1), "layout": L(5), "label": "water", "threshold": 0.5})
     g[23] = ("TCIGSegmenterLoader", {"segmenter_name": "clipseg-rd64-refined"})
     g[6] = ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": "sky, mountain"})
     g[24] = ("TCIGSegmenterGuide", {"segmenter": L(23), "guides": L(6), "weight": 1.0, "classes": "water"})
-    g[7] = _stage1(node_guides=24, node_layout=22)
-    g[16] = ("TCIGIoUEvaluate", {"image": L(7), "segmenter": L(3), "layout": L(22), "title": "stage 1", "filename_prefix": "TCIG/iou_multi"})
+    g[7] = _stage1(node_guides=24, node_layout=5)
+    g[16] = ("TCIGIoUEvaluate", {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_multi"})
     g[18] = ("SaveImage", {"images": L(7), "filename_prefix": "TCIG/multi"})
     return g
 
@@ -115,7 +133,8 @@ def stage1_only():
     return g
 
 
-GRAPHS = {"tcig_two_stage": two_stage, "tcig_multi_segmenter": multi_segmenter, "tcig_stage1_only": stage1_only}
+GRAPHS = {"tcig_two_stage": two_stage, "tcig_multi_segmenter": multi_segmenter, "tcig_stage1_only": stage1_only,
+          "tcig_two_stage_colour_image": colour_image}
 
 
 def to_api(graph: dict) -> dict:
