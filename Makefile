@@ -1,6 +1,7 @@
 # Two commands do all the set-up and work (each installs what it needs, idempotently):
 #   make demo   - stage 1 on the tiny models (or MODELS=folder-with-manifest.json) -> demo_output/
-#   make test   - the whole test suite
+#   make test   - lint and format check (ruff), then the whole test suite
+#   make fmt    - apply ruff's fixes and formatting
 PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt | md5sum | cut -c1-8)
@@ -18,9 +19,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/python -m tcig_ops demo $(if $(MODELS),--models $(MODELS),) --out-dir demo_output
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
 	@if command -v node >/dev/null 2>&1; then node --test tests/js/; \
 	else echo "JavaScript tests skipped: Node.js 18+ is not installed (they run with: node --test tests/js/)"; fi
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
-.PHONY: venv demo test
+.PHONY: venv demo lint fmt test

@@ -21,9 +21,23 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # a script beside the package, not the pack itself
 
-VQGAN_F16_16384 = {"embed_dim": 256, "n_embed": 16384, "gumbel": False, "ddconfig": {
-    "double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-    "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.0}}
+VQGAN_F16_16384 = {
+    "embed_dim": 256,
+    "n_embed": 16384,
+    "gumbel": False,
+    "ddconfig": {
+        "double_z": False,
+        "z_channels": 256,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 128,
+        "ch_mult": [1, 1, 2, 2, 4],
+        "num_res_blocks": 2,
+        "attn_resolutions": [16],
+        "dropout": 0.0,
+    },
+}
 
 
 def real_shape_models():
@@ -81,7 +95,7 @@ def classic_step_runner(vq, clip, size, cutn, seed=0):
         for _ in range(cutn):
             side = int(torch.rand([]) ** 1.0 * (size - s) + s)
             ox, oy = torch.randint(0, size - side + 1, ()), torch.randint(0, size - side + 1, ())
-            cuts.append(F.adaptive_avg_pool2d(image[:, :, oy:oy + side, ox:ox + side], s))
+            cuts.append(F.adaptive_avg_pool2d(image[:, :, oy : oy + side, ox : ox + side], s))
         batch = augment(torch.cat(cuts))
         batch = batch + batch.new_empty(cutn, 1, 1, 1).uniform_(0, 0.1) * torch.randn_like(batch)
         loss = spherical_loss(clip.encode_image(batch, fast=False), emb, torch.ones(1), torch.full((1,), -float("inf")))
@@ -90,6 +104,7 @@ def classic_step_runner(vq, clip, size, cutn, seed=0):
         opt.step()
         with torch.no_grad():
             z.copy_(torch.maximum(torch.minimum(z, zmax), zmin))
+
     return step
 
 
@@ -108,10 +123,16 @@ def ours_runner(vq, clip, seg, size, cutn, precision, with_seg=True, fast=True, 
     def run(iters):
         """Seconds per step, timed between step callbacks (set-up and the final decode excluded)."""
         stamps = []
-        run_stage1(vq, layout, guides, Stage1Settings(width=size, height=size, iterations=iters + 1, seed=seed,
-                                                      clip_weight=1.0, precision=precision, fast=fast), clip_guide=guide,
-                   callback=lambda info: stamps.append(time.perf_counter()))
+        run_stage1(
+            vq,
+            layout,
+            guides,
+            Stage1Settings(width=size, height=size, iterations=iters + 1, seed=seed, clip_weight=1.0, precision=precision, fast=fast),
+            clip_guide=guide,
+            callback=lambda info: stamps.append(time.perf_counter()),
+        )
         return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
     return run
 
 
@@ -137,8 +158,12 @@ def measure(variant: str, size: int, iters: int, cutn: int) -> dict:
             step()
         sec = (time.perf_counter() - t) / iters
     else:
-        precision, with_seg, fast = {"ours": ("fp32", True, True), "ours_bf16": ("bf16", True, True),
-                                     "ours_noseg": ("fp32", False, True), "ours_plain": ("fp32", True, False)}[variant]
+        precision, with_seg, fast = {
+            "ours": ("fp32", True, True),
+            "ours_bf16": ("bf16", True, True),
+            "ours_noseg": ("fp32", False, True),
+            "ours_plain": ("fp32", True, False),
+        }[variant]
         run = ours_runner(vq, clip, seg, size, cutn, precision, with_seg, fast)
         sec = run(iters)  # its first step is the warm-up
     out = {"variant": variant, "size": size, "s_per_it": sec, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -202,8 +227,11 @@ def time_to_miou(target: float = 0.9) -> dict:
             t = time.perf_counter()
             r = run_stage1(vq, layout, [Guide(seg)], s, clip_guide=ClipGuide(clip, parse_prompts("a mountain lake"), cutn=8))
             seeds.append({"steps": r.steps, "seconds": time.perf_counter() - t, "reached": r.stopped == "target_miou"})
-        out[name] = {"steps": sum(x["steps"] for x in seeds) / 3, "seconds": sum(x["seconds"] for x in seeds) / 3,
-                     "reached": sum(x["reached"] for x in seeds)}
+        out[name] = {
+            "steps": sum(x["steps"] for x in seeds) / 3,
+            "seconds": sum(x["seconds"] for x in seeds) / 3,
+            "reached": sum(x["reached"] for x in seeds),
+        }
     return out
 
 
@@ -224,16 +252,21 @@ def main():
 
     import torch
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, device cpu, cutn {a.cutn}, {a.iters} timed steps, best of {a.rounds} rounds")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, device cpu, cutn {a.cutn}, {a.iters} timed steps, best of {a.rounds} rounds"
+    )
     fp32_rate = matmul_rate(torch.float32)
     print(f"matmul speed here: fp32 {fp32_rate:.0f} GFLOP/s, bf16 {matmul_rate(torch.bfloat16):.0f} GFLOP/s")
     for size in a.sizes:
         res: dict[str, dict] = {}
         for _ in range(a.rounds):  # interleaved, so a busy spell on a shared machine hits every variant alike
             for variant in a.variants:
-                out = subprocess.run([sys.executable, __file__, "--one", variant, str(size), "--iters", str(a.iters), "--cutn", str(a.cutn)],
-                                     capture_output=True, text=True)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one", variant, str(size), "--iters", str(a.iters), "--cutn", str(a.cutn)],
+                    capture_output=True,
+                    text=True,
+                )
                 if out.returncode:
                     print(out.stderr[-3000:])
                     raise SystemExit(1)
@@ -244,21 +277,31 @@ def main():
         print(f"\n{size}px")
         for variant in a.variants:
             r = res[variant]
-            vs = f"  {base['s_per_it'] / r['s_per_it']:.2f}x speed, {r['peak_mb'] / base['peak_mb']:.2f}x peak memory vs classic" if base else ""
+            vs = (
+                f"  {base['s_per_it'] / r['s_per_it']:.2f}x speed, {r['peak_mb'] / base['peak_mb']:.2f}x peak memory vs classic"
+                if base
+                else ""
+            )
             print(f"  {variant:<11} {VARIANTS[variant]:<58} {r['s_per_it']:6.2f} s/it  {r['peak_mb']:6.0f} MB{vs}")
         if base and "gflop" in base:
             floor = base["gflop"] / fp32_rate
-            print(f"  classic step: {base['gflop']:.0f} GFLOP of matmul/conv (ours: {res.get('ours', {}).get('gflop', float('nan')):.0f}); "
-                  f"at {fp32_rate:.0f} GFLOP/s that alone takes {floor:.2f} s, so no fp32 step doing that arithmetic "
-                  f"can be more than {base['s_per_it'] / floor:.2f}x faster than classic here")
+            print(
+                f"  classic step: {base['gflop']:.0f} GFLOP of matmul/conv (ours: {res.get('ours', {}).get('gflop', float('nan')):.0f}); "
+                f"at {fp32_rate:.0f} GFLOP/s that alone takes {floor:.2f} s, so no fp32 step doing that arithmetic "
+                f"can be more than {base['s_per_it'] / floor:.2f}x faster than classic here"
+            )
         if "ours" in res and "ours_noseg" in res:
-            print(f"  the segmentation loss adds {100 * (res['ours']['s_per_it'] / res['ours_noseg']['s_per_it'] - 1):.0f}% to an iteration")
+            print(
+                f"  the segmentation loss adds {100 * (res['ours']['s_per_it'] / res['ours_noseg']['s_per_it'] - 1):.0f}% to an iteration"
+            )
     if a.skip_miou:
         return
     t = time_to_miou()
-    print(f"\ntime to mIoU 0.9 (tiny models, 64px, mean of 3 seeds): plain {t['plain']['steps']:.0f} steps "
-          f"{t['plain']['seconds']:.1f} s (reached {t['plain']['reached']}/3) | ours {t['ours']['steps']:.0f} steps "
-          f"{t['ours']['seconds']:.1f} s (reached {t['ours']['reached']}/3) | ratio {t['ours']['seconds'] / t['plain']['seconds']:.2f}")
+    print(
+        f"\ntime to mIoU 0.9 (tiny models, 64px, mean of 3 seeds): plain {t['plain']['steps']:.0f} steps "
+        f"{t['plain']['seconds']:.1f} s (reached {t['plain']['reached']}/3) | ours {t['ours']['steps']:.0f} steps "
+        f"{t['ours']['seconds']:.1f} s (reached {t['ours']['reached']}/3) | ratio {t['ours']['seconds'] / t['plain']['seconds']:.2f}"
+    )
 
 
 if __name__ == "__main__":

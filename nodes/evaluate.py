@@ -19,17 +19,27 @@ class TCIGIoUEvaluate(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGIoUEvaluate", display_name="TCIG IoU Evaluate", category="TCIG",
-            description="Segments the image and compares it with the layout: mIoU, a per-class report and an overlay (the paper's control metric).",
+            node_id="TCIGIoUEvaluate",
+            display_name="TCIG IoU Evaluate",
+            category="TCIG",
+            description="Segments the image and compares it with the layout: mIoU, a per-class report and an overlay "
+            "(the paper's control metric).",
             inputs=[
                 io.Image.Input("image", tooltip="Image to score (stage 1 or stage 2 output); the first of a batch."),
                 SEGMENTER.Input("segmenter", tooltip="Segmenter that judges the image."),
                 LAYOUT.Input("layout", tooltip="Target layout; resized (nearest) to the image."),
                 io.String.Input("title", default="", tooltip="Prefix for the report, e.g. 'stage 2'."),
-                io.String.Input("filename_prefix", default="TCIG/iou",
-                                tooltip="The report is also saved as JSON in the output folder under this prefix; empty = do not save."),
+                io.String.Input(
+                    "filename_prefix",
+                    default="TCIG/iou",
+                    tooltip="The report is also saved as JSON in the output folder under this prefix; empty = do not save.",
+                ),
             ],
-            outputs=[io.Float.Output(display_name="miou"), io.String.Output(display_name="report"), io.Image.Output(display_name="overlay")],
+            outputs=[
+                io.Float.Output(display_name="miou"),
+                io.String.Output(display_name="report"),
+                io.Image.Output(display_name="overlay"),
+            ],
             is_output_node=True,
         )
 
@@ -41,8 +51,15 @@ class TCIGIoUEvaluate(io.ComfyNode):
         report = iou_text(miou, ious, f"{title.strip()}: " if title.strip() else "")
         ov = overlay(x, pred, palette(len(layout.labels)))
         if filename_prefix.strip():
-            _save_json(filename_prefix.strip(), {"title": title, "miou": miou, "iou": {k: (None if v != v else v) for k, v in ious.items()},
-                                                  "size": [int(x.shape[-1]), int(x.shape[-2])]})
+            _save_json(
+                filename_prefix.strip(),
+                {
+                    "title": title,
+                    "miou": miou,
+                    "iou": {k: (None if v != v else v) for k, v in ious.items()},
+                    "size": [int(x.shape[-1]), int(x.shape[-2])],
+                },
+            )
         return io.NodeOutput(float(miou), report, glue.bchw_to_image(ov), ui={"text": [report]})
 
 

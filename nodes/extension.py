@@ -19,8 +19,19 @@ class TCIGExtension(ComfyExtension):
         from .refine_nodes import TCIGMaskAwareRefine, TCIGRegionalConditioning
         from .stage1_node import TCIGStage1
 
-        return [TCIGVQGANLoader, TCIGCLIPLoader, TCIGSegmenterLoader, TCIGLayoutPainter, TCIGLayoutFromColors, TCIGLayoutAddMask,
-                TCIGSegmenterGuide, TCIGStage1, TCIGMaskAwareRefine, TCIGRegionalConditioning, TCIGIoUEvaluate]
+        return [
+            TCIGVQGANLoader,
+            TCIGCLIPLoader,
+            TCIGSegmenterLoader,
+            TCIGLayoutPainter,
+            TCIGLayoutFromColors,
+            TCIGLayoutAddMask,
+            TCIGSegmenterGuide,
+            TCIGStage1,
+            TCIGMaskAwareRefine,
+            TCIGRegionalConditioning,
+            TCIGIoUEvaluate,
+        ]
 
 
 async def make_extension() -> TCIGExtension:

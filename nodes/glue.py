@@ -75,7 +75,7 @@ def guides_append(guides: list[Guide] | None, segmenter, weight: float, classes:
     return list(guides or []) + [Guide(segmenter, float(weight), parse_class_list(classes))]
 
 
-def region_prompts(text: str) -> "OrderedDict[str, str]":
+def region_prompts(text: str) -> OrderedDict[str, str]:
     """Lines 'label: prompt' -> {label: prompt}. Lines without ':' are refused with their number."""
     out: OrderedDict[str, str] = OrderedDict()
     for n, line in enumerate((text or "").splitlines(), 1):

@@ -20,14 +20,23 @@ class TCIGLayoutFromColors(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGLayoutFromColors", display_name="TCIG Layout from Colours", category="TCIG/layout",
-            description="Turns a colour-coded image into a layout: each listed colour is one class; unlisted colours are ignored by the loss.",
+            node_id="TCIGLayoutFromColors",
+            display_name="TCIG Layout from Colours",
+            category="TCIG/layout",
+            description="Turns a colour-coded image into a layout: each listed colour is one class; "
+            "unlisted colours are ignored by the loss.",
             inputs=[
                 io.Image.Input("image", tooltip="Colour-coded layout (flat colours; small JPEG drift is tolerated)."),
-                io.String.Input("class_map", multiline=True, default=DEFAULT_CLASS_MAP,
-                                tooltip='JSON object mapping "#rrggbb" colours to class labels.'),
-                io.Int.Input("tolerance", default=12, min=0, max=128,
-                             tooltip="Largest per-channel difference (0-255) for a pixel to count as a listed colour."),
+                io.String.Input(
+                    "class_map", multiline=True, default=DEFAULT_CLASS_MAP, tooltip='JSON object mapping "#rrggbb" colours to class labels.'
+                ),
+                io.Int.Input(
+                    "tolerance",
+                    default=12,
+                    min=0,
+                    max=128,
+                    tooltip="Largest per-channel difference (0-255) for a pixel to count as a listed colour.",
+                ),
             ],
             outputs=[LAYOUT.Output(display_name="layout"), io.Image.Output(display_name="preview")],
         )
@@ -42,14 +51,20 @@ class TCIGLayoutAddMask(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGLayoutAddMask", display_name="TCIG Layout Add Mask", category="TCIG/layout",
-            description="Adds one painted mask with its label to a layout. Chain several; later masks win where they overlap. Unpainted pixels are ignored.",
+            node_id="TCIGLayoutAddMask",
+            display_name="TCIG Layout Add Mask",
+            category="TCIG/layout",
+            description="Adds one painted mask with its label to a layout. Chain several; later masks win where they overlap. "
+            "Unpainted pixels are ignored.",
             inputs=[
                 io.Mask.Input("mask", tooltip="Painted region (mask editor, LoadImage alpha, or any MASK)."),
-                io.String.Input("label", default="sky", tooltip="Class name; must be known by a segmenter guide (CLIPSeg accepts any text)."),
+                io.String.Input(
+                    "label", default="sky", tooltip="Class name; must be known by a segmenter guide (CLIPSeg accepts any text)."
+                ),
                 LAYOUT.Input("layout", optional=True, tooltip="Layout to add to; leave unconnected to start a new one."),
-                io.Float.Input("threshold", default=0.5, min=0.01, max=1.0, step=0.01,
-                               tooltip="Mask values at or above this count as painted."),
+                io.Float.Input(
+                    "threshold", default=0.5, min=0.01, max=1.0, step=0.01, tooltip="Mask values at or above this count as painted."
+                ),
             ],
             outputs=[LAYOUT.Output(display_name="layout"), io.Image.Output(display_name="preview")],
         )

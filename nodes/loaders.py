@@ -15,10 +15,17 @@ class TCIGVQGANLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGVQGANLoader", display_name="TCIG VQGAN Loader", category="TCIG/loaders",
+            node_id="TCIGVQGANLoader",
+            display_name="TCIG VQGAN Loader",
+            category="TCIG/loaders",
             description="Loads a taming-transformers VQGAN (.ckpt/.safetensors with its .yaml beside it) from models/vqgan.",
-            inputs=[io.Combo.Input("vqgan_name", options=model_folders.weight_files("vqgan"),
-                                   tooltip="Checkpoint in models/vqgan; its taming .yaml must sit beside it with the same name.")],
+            inputs=[
+                io.Combo.Input(
+                    "vqgan_name",
+                    options=model_folders.weight_files("vqgan"),
+                    tooltip="Checkpoint in models/vqgan; its taming .yaml must sit beside it with the same name.",
+                )
+            ],
             outputs=[VQGAN.Output(display_name="vqgan")],
         )
 
@@ -32,14 +39,20 @@ class TCIGCLIPLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGCLIPLoader", display_name="TCIG Guidance CLIP Loader", category="TCIG/loaders",
+            node_id="TCIGCLIPLoader",
+            display_name="TCIG Guidance CLIP Loader",
+            category="TCIG/loaders",
             description="Loads an open_clip model for stage-1 guidance from models/tcig_clip (not ComfyUI's text-encoder CLIP).",
             inputs=[
-                io.Combo.Input("clip_name", options=model_folders.weight_files("tcig_clip"),
-                               tooltip="open_clip weights in models/tcig_clip."),
-                io.String.Input("architecture", default="",
-                                tooltip="open_clip architecture, e.g. ViT-B-32, or the name of an open_clip config .json in models/tcig_clip. "
-                                        "Leave empty to use the .json config beside the weights."),
+                io.Combo.Input(
+                    "clip_name", options=model_folders.weight_files("tcig_clip"), tooltip="open_clip weights in models/tcig_clip."
+                ),
+                io.String.Input(
+                    "architecture",
+                    default="",
+                    tooltip="open_clip architecture, e.g. ViT-B-32, or the name of an open_clip config .json in models/tcig_clip. "
+                    "Leave empty to use the .json config beside the weights.",
+                ),
             ],
             outputs=[CLIP.Output(display_name="tcig_clip")],
         )
@@ -57,10 +70,18 @@ class TCIGSegmenterLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGSegmenterLoader", display_name="TCIG Segmenter Loader", category="TCIG/loaders",
-            description="Loads a segmentation model folder (SegFormer, UperNet, Mask2Former or CLIPSeg, transformers save_pretrained) from models/segmenters.",
-            inputs=[io.Combo.Input("segmenter_name", options=model_folders.segmenter_folders(),
-                                   tooltip="A folder in models/segmenters holding config.json and the weights.")],
+            node_id="TCIGSegmenterLoader",
+            display_name="TCIG Segmenter Loader",
+            category="TCIG/loaders",
+            description="Loads a segmentation model folder (SegFormer, UperNet, Mask2Former or CLIPSeg, transformers "
+            "save_pretrained) from models/segmenters.",
+            inputs=[
+                io.Combo.Input(
+                    "segmenter_name",
+                    options=model_folders.segmenter_folders(),
+                    tooltip="A folder in models/segmenters holding config.json and the weights.",
+                )
+            ],
             outputs=[SEGMENTER.Output(display_name="segmenter")],
         )
 

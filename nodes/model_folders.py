@@ -60,4 +60,6 @@ def segmenter_path(name: str) -> str:
         path = os.path.abspath(os.path.join(root, name))
         if os.path.commonpath([path, os.path.abspath(root)]) == os.path.abspath(root) and os.path.isfile(os.path.join(path, "config.json")):
             return path
-    raise TCIGInputError(f"segmenter {name!r} not found in models/segmenters (a folder with config.json); folders: {segmenter_folders()[:8]}")
+    raise TCIGInputError(
+        f"segmenter {name!r} not found in models/segmenters (a folder with config.json); folders: {segmenter_folders()[:8]}"
+    )

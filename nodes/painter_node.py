@@ -16,6 +16,7 @@ from ..tcig_ops.painter import layout_from_painting, preview_image
 from . import glue
 from .types import LAYOUT, PAINTING
 
+
 @functools.cache
 def default_painting() -> str:
     """The demo layout (sky / mountain / water, 256 px) as a painting: the node's starting value."""
@@ -28,15 +29,23 @@ class TCIGLayoutPainter(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGLayoutPainter", display_name="TCIG Layout Painter", category="TCIG/layout",
+            node_id="TCIGLayoutPainter",
+            display_name="TCIG Layout Painter",
+            category="TCIG/layout",
             description="Paint the layout on the node: named labels, each a colour; brush, eraser, rectangle, ellipse, flood fill, "
-                        "undo/redo. The painting is stored in the workflow, so a shared workflow carries its layout. "
-                        "Unpainted pixels are ignored by the loss.",
+            "undo/redo. The painting is stored in the workflow, so a shared workflow carries its layout. "
+            "Unpainted pixels are ignored by the loss.",
             inputs=[
-                PAINTING.Input("painting", tooltip="The painted layout (edited on the canvas; stored in the workflow JSON).",
-                               extra_dict={"default": default_painting()}),
-                io.Image.Input("background", optional=True,
-                               tooltip="Optional image shown under the paint once the node has run (trace a photo or the stage-1 result)."),
+                PAINTING.Input(
+                    "painting",
+                    tooltip="The painted layout (edited on the canvas; stored in the workflow JSON).",
+                    extra_dict={"default": default_painting()},
+                ),
+                io.Image.Input(
+                    "background",
+                    optional=True,
+                    tooltip="Optional image shown under the paint once the node has run (trace a photo or the stage-1 result).",
+                ),
             ],
             outputs=[
                 LAYOUT.Output(display_name="layout"),

@@ -16,19 +16,41 @@ class TCIGMaskAwareRefine(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGMaskAwareRefine", display_name="TCIG Mask-Aware Refine", category="TCIG/refine",
+            node_id="TCIGMaskAwareRefine",
+            display_name="TCIG Mask-Aware Refine",
+            category="TCIG/refine",
             description="VAE-encodes the stage-1 image and attaches a per-pixel denoise map as noise_mask. "
-                        "Use with DifferentialDiffusion + KSampler: a pixel with map value m gets img2img denoise ≈ m × the KSampler's denoise "
-                        "(set the KSampler to 1.0 to use the map's values directly).",
+            "Use with DifferentialDiffusion + KSampler: a pixel with map value m gets img2img denoise ≈ m × the KSampler's denoise "
+            "(set the KSampler to 1.0 to use the map's values directly).",
             inputs=[
                 io.Image.Input("image", tooltip="The stage-1 image."),
                 io.Vae.Input("vae", tooltip="The VAE of the diffusion model used for stage 2."),
                 LAYOUT.Input("layout", tooltip="The layout stage 1 followed."),
-                io.Float.Input("base_denoise", default=0.45, min=0.0, max=1.0, step=0.01, tooltip="Denoise inside regions: adds detail, keeps the layout."),
-                io.Float.Input("border_denoise", default=0.7, min=0.0, max=1.0, step=0.01, tooltip="Denoise near region borders, where stage 1 is roughest."),
+                io.Float.Input(
+                    "base_denoise",
+                    default=0.45,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Denoise inside regions: adds detail, keeps the layout.",
+                ),
+                io.Float.Input(
+                    "border_denoise",
+                    default=0.7,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Denoise near region borders, where stage 1 is roughest.",
+                ),
                 io.Int.Input("border_width", default=16, min=0, max=256, tooltip="Width in px of the border band."),
-                io.Float.Input("disagreement_denoise", default=0.85, min=0.0, max=1.0, step=0.01,
-                               tooltip="Denoise where the segmenter sees another class than the layout (needs a segmenter)."),
+                io.Float.Input(
+                    "disagreement_denoise",
+                    default=0.85,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Denoise where the segmenter sees another class than the layout (needs a segmenter).",
+                ),
                 io.Int.Input("softness", default=9, min=0, max=128, tooltip="Box-blur size in px so strengths blend smoothly."),
                 SEGMENTER.Input("segmenter", optional=True, tooltip="Optional: finds pixels where stage 1 missed the layout."),
             ],
@@ -36,8 +58,18 @@ class TCIGMaskAwareRefine(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, vae, layout, base_denoise=0.45, border_denoise=0.7, border_width=16,
-                disagreement_denoise=0.85, softness=9, segmenter=None) -> io.NodeOutput:
+    def execute(
+        cls,
+        image,
+        vae,
+        layout,
+        base_denoise=0.45,
+        border_denoise=0.7,
+        border_width=16,
+        disagreement_denoise=0.85,
+        softness=9,
+        segmenter=None,
+    ) -> io.NodeOutput:
         x = glue.image_to_bchw(image)
         H, W = x.shape[-2:]
         lay = layout.resized(H, W)
@@ -55,14 +87,17 @@ class TCIGRegionalConditioning(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGRegionalConditioning", display_name="TCIG Regional Conditioning", category="TCIG/refine",
+            node_id="TCIGRegionalConditioning",
+            display_name="TCIG Regional Conditioning",
+            category="TCIG/refine",
             description="One masked conditioning per layout label (ConditioningSetMask semantics, mask = the label's region), "
-                        "prompt from 'label: prompt' lines or the label itself, plus an optional global conditioning.",
+            "prompt from 'label: prompt' lines or the label itself, plus an optional global conditioning.",
             inputs=[
                 io.Clip.Input("clip", tooltip="The diffusion model's text encoder."),
                 LAYOUT.Input("layout", tooltip="Regions to condition."),
-                io.String.Input("region_prompts", multiline=True, default="",
-                                tooltip="Lines 'label: prompt'. Labels not listed use the label text."),
+                io.String.Input(
+                    "region_prompts", multiline=True, default="", tooltip="Lines 'label: prompt'. Labels not listed use the label text."
+                ),
                 io.String.Input("suffix", default="highly detailed photo", tooltip="Appended to every region prompt."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.01, tooltip="Mask strength of each region."),
                 io.Conditioning.Input("global_conditioning", optional=True, tooltip="Added unmasked, e.g. the whole-image prompt."),

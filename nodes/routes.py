@@ -48,9 +48,12 @@ def register(routes) -> None:
         try:
             body = await request.json()
         except ValueError:
-            return web.json_response({"error": "send JSON like {\"labels\": [\"sky\"]}"}, status=400)
+            return web.json_response({"error": 'send JSON like {"labels": ["sky"]}'}, status=400)
         labels = body.get("labels") if isinstance(body, dict) else None
-        if (not isinstance(labels, list) or len(labels) > MAX_LABELS
-                or not all(isinstance(x, str) and len(x) <= MAX_LABEL_CHARS for x in labels)):
+        if (
+            not isinstance(labels, list)
+            or len(labels) > MAX_LABELS
+            or not all(isinstance(x, str) and len(x) <= MAX_LABEL_CHARS for x in labels)
+        ):
             return web.json_response({"error": f"'labels' must be a list of at most {MAX_LABELS} strings"}, status=400)
         return web.json_response({"labels": check_labels(labels, installed_segmenters())})

@@ -22,36 +22,89 @@ class TCIGStage1(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TCIGStage1", display_name="TCIG Stage 1 (layout control)", category="TCIG",
+            node_id="TCIGStage1",
+            display_name="TCIG Stage 1 (layout control)",
+            category="TCIG",
             description="Optimises a VQGAN latent so the image follows the prompt (CLIP) and the layout (segmenter guides). "
-                        "Feed the result to TCIG Mask-Aware Refine and a KSampler for detail.",
+            "Feed the result to TCIG Mask-Aware Refine and a KSampler for detail.",
             inputs=[
                 VQGAN.Input("vqgan", tooltip="From TCIG VQGAN Loader."),
                 GUIDES.Input("guides", tooltip="From TCIG Segmenter Guide (chain several)."),
                 LAYOUT.Input("layout", tooltip="From a TCIG Layout node; resized (nearest) to width x height."),
-                io.String.Input("prompt", multiline=True, default="a mountain lake under a clear sky",
-                                tooltip="'text:weight[:stop]' items separated by '|'; negative weights push away."),
+                io.String.Input(
+                    "prompt",
+                    multiline=True,
+                    default="a mountain lake under a clear sky",
+                    tooltip="'text:weight[:stop]' items separated by '|'; negative weights push away.",
+                ),
                 CLIP.Input("tcig_clip", optional=True, tooltip="Guidance CLIP; without it only the layout steers."),
                 io.Int.Input("width", default=256, min=16, max=2048, step=16, tooltip="Output width in px (rounded to the VQGAN factor)."),
-                io.Int.Input("height", default=256, min=16, max=2048, step=16, tooltip="Output height in px (rounded to the VQGAN factor)."),
+                io.Int.Input(
+                    "height", default=256, min=16, max=2048, step=16, tooltip="Output height in px (rounded to the VQGAN factor)."
+                ),
                 io.Int.Input("iterations", default=300, min=1, max=10000, tooltip="Optimisation steps."),
-                io.Float.Input("lr", default=0.2, min=0.001, max=5.0, step=0.01, tooltip="Adam learning rate on the latent (cosine-decayed to 10%)."),
-                io.Float.Input("clip_weight", default=0.3, min=0.0, max=100.0, step=0.05, tooltip="a_c: weight of the CLIP loss against the guides' weights."),
+                io.Float.Input(
+                    "lr", default=0.2, min=0.001, max=5.0, step=0.01, tooltip="Adam learning rate on the latent (cosine-decayed to 10%)."
+                ),
+                io.Float.Input(
+                    "clip_weight",
+                    default=0.3,
+                    min=0.0,
+                    max=100.0,
+                    step=0.05,
+                    tooltip="a_c: weight of the CLIP loss against the guides' weights.",
+                ),
                 io.Int.Input("cutn", default=16, min=1, max=128, tooltip="CLIP cutouts per step (more: steadier, slower)."),
                 io.Float.Input("cut_pow", default=1.0, min=0.1, max=10.0, step=0.1, tooltip="Cutout size power; >1 favours small cutouts."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=True, tooltip="Same seed and inputs give the same image."),
-                io.Float.Input("target_miou", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Stop early once the first guide's mIoU reaches this; 0 = run all iterations."),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Same seed and inputs give the same image.",
+                ),
+                io.Float.Input(
+                    "target_miou",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Stop early once the first guide's mIoU reaches this; 0 = run all iterations.",
+                ),
                 io.Image.Input("init_image", optional=True, tooltip="Start from this image instead of random codes."),
             ],
             outputs=[io.Image.Output(display_name="image"), io.String.Output(display_name="report")],
         )
 
     @classmethod
-    def execute(cls, vqgan, guides, layout, prompt, tcig_clip=None, width=256, height=256, iterations=300, lr=0.2,
-                clip_weight=0.3, cutn=16, cut_pow=1.0, seed=0, target_miou=0.0, init_image=None) -> io.NodeOutput:
-        settings = Stage1Settings(width=width, height=height, iterations=iterations, lr=lr, seed=seed,
-                                  clip_weight=clip_weight if tcig_clip is not None else 0.0,
-                                  target_miou=target_miou or None)
+    def execute(
+        cls,
+        vqgan,
+        guides,
+        layout,
+        prompt,
+        tcig_clip=None,
+        width=256,
+        height=256,
+        iterations=300,
+        lr=0.2,
+        clip_weight=0.3,
+        cutn=16,
+        cut_pow=1.0,
+        seed=0,
+        target_miou=0.0,
+        init_image=None,
+    ) -> io.NodeOutput:
+        settings = Stage1Settings(
+            width=width,
+            height=height,
+            iterations=iterations,
+            lr=lr,
+            seed=seed,
+            clip_weight=clip_weight if tcig_clip is not None else 0.0,
+            target_miou=target_miou or None,
+        )
         prompts = parse_prompts(prompt) if tcig_clip is not None and clip_weight > 0 else []
         init = glue.image_to_bchw(init_image, "init_image")[:1] if init_image is not None else None
         segmenters = [g.segmenter for g in guides]
@@ -68,8 +121,16 @@ class TCIGStage1(io.ComfyNode):
             with torch.inference_mode(False):  # its text embeddings take part in the backward pass
                 clip_guide = ClipGuide(tcig_clip, prompts, cutn=cutn, cut_pow=cut_pow) if prompts else None
             bound = [Guide(g.segmenter, g.weight, g.classes) for g in guides]
-            result = run_stage1(vqgan, layout, bound, settings, clip_guide=clip_guide, init_image=init, callback=callback,
-                                free_memory=lambda need, device: mm.free_memory(need, device))
+            result = run_stage1(
+                vqgan,
+                layout,
+                bound,
+                settings,
+                clip_guide=clip_guide,
+                init_image=init,
+                callback=callback,
+                free_memory=lambda need, device: mm.free_memory(need, device),
+            )
         report = iou_text(result.miou, result.iou, f"stage 1 ({result.steps} steps, {result.stopped}): ", start=result.start_iou)
         if result.notes:
             report += "\nnotes:\n" + "\n".join(f"  {n}" for n in result.notes)

@@ -114,8 +114,7 @@ def load_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
         raise TCIGInputError(f"{what}: {path} has an unknown extension; use .safetensors or .ckpt/.pt/.pth/.bin")
     if not zipfile.is_zipfile(path):
         raise TCIGInputError(
-            f"{what}: {path} is truncated or not a PyTorch checkpoint (legacy or corrupt format); re-download it or "
-            + _convert_hint(path)
+            f"{what}: {path} is truncated or not a PyTorch checkpoint (legacy or corrupt format); re-download it or " + _convert_hint(path)
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -128,7 +127,9 @@ def load_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
                 "If you trust its source, " + _convert_hint(path)
             ) from None
         except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-            raise TCIGInputError(f"{what}: {path} could not be read ({_short(exc)}); the file is probably truncated, re-download it") from None
+            raise TCIGInputError(
+                f"{what}: {path} could not be read ({_short(exc)}); the file is probably truncated, re-download it"
+            ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
         raise TCIGInputError(f"{what}: {path} could not be read ({_short(exc)}); the file is probably truncated, re-download it") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

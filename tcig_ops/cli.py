@@ -35,8 +35,13 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--vqgan-config", help="taming .yaml (default: beside the checkpoint)")
     s.add_argument("--clip", help="open_clip weights (.safetensors/.bin/.pt), or a pretrained tag with --clip-arch")
     s.add_argument("--clip-arch", help="open_clip architecture name or config .json (default: <weights>.json)")
-    s.add_argument("--segmenter", action="append", required=True, metavar="PATH[:WEIGHT[:c1,c2]]",
-                   help="transformers folder; repeatable, each with its own weight and class subset")
+    s.add_argument(
+        "--segmenter",
+        action="append",
+        required=True,
+        metavar="PATH[:WEIGHT[:c1,c2]]",
+        help="transformers folder; repeatable, each with its own weight and class subset",
+    )
     s.add_argument("--layout", required=True, help="colour-coded layout PNG")
     s.add_argument("--classes", required=True, help='class map JSON file or text: {"#rrggbb": "label"}')
     s.add_argument("--out", required=True, help="output PNG")
@@ -71,8 +76,15 @@ def _settings(a):
         raise TCIGInputError(f"--target-miou: {a.target_miou}; use a value in (0, 1]")
     if not all(math.isfinite(v) for v in (a.lr, a.clip_weight, a.cut_pow)):
         raise TCIGInputError("--lr, --clip-weight and --cut-pow must be finite numbers")
-    return Stage1Settings(width=a.size[0], height=a.size[1], iterations=a.iterations, lr=a.lr, seed=a.seed,
-                          clip_weight=a.clip_weight, target_miou=a.target_miou)
+    return Stage1Settings(
+        width=a.size[0],
+        height=a.size[1],
+        iterations=a.iterations,
+        lr=a.lr,
+        seed=a.seed,
+        clip_weight=a.clip_weight,
+        target_miou=a.target_miou,
+    )
 
 
 class _Progress:
@@ -98,7 +110,6 @@ class _Progress:
 def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report, side, clip_arch=None, vqgan_config=None):
     from . import runner
     from .imageio import load_image
-
     from .prompts import parse_prompts
     from .stage1 import Stage1Settings
 
@@ -152,15 +163,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {a.folder}/manifest.json")
             return 0
         if a.command == "stage1":
-            return _stage1(a, a.vqgan, a.clip, a.segmenter, a.layout, a.classes, a.out, a.report, a.side_by_side,
-                           a.clip_arch, a.vqgan_config)
+            return _stage1(
+                a, a.vqgan, a.clip, a.segmenter, a.layout, a.classes, a.out, a.report, a.side_by_side, a.clip_arch, a.vqgan_config
+            )
         if a.command == "demo":
             from .demo import prepare_demo
 
             paths = prepare_demo(a.models, a.out_dir, tuple(a.size))
-            return _stage1(a, paths["vqgan"], paths["clip"], paths["segmenters"], paths["layout"], paths["classes"],
-                           os.path.join(a.out_dir, "stage1.png"), os.path.join(a.out_dir, "report.json"),
-                           os.path.join(a.out_dir, "side_by_side.png"), paths.get("clip_arch"), paths.get("vqgan_config"))
+            return _stage1(
+                a,
+                paths["vqgan"],
+                paths["clip"],
+                paths["segmenters"],
+                paths["layout"],
+                paths["classes"],
+                os.path.join(a.out_dir, "stage1.png"),
+                os.path.join(a.out_dir, "report.json"),
+                os.path.join(a.out_dir, "side_by_side.png"),
+                paths.get("clip_arch"),
+                paths.get("vqgan_config"),
+            )
     except TCIGInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fast_clip
 from .checkpoints import load_state_dict, require_file
 from .cutouts import make_cutouts
 from .errors import TCIGInputError
-from . import fast_clip
 from .prompts import Prompt
 
 
@@ -26,7 +26,7 @@ def _config_beside(weights: str) -> str | None:
     return stem + ".json" if os.path.isfile(stem + ".json") else None
 
 
-def load_open_clip(weights: str, arch: str | None = None, device: str | torch.device = "cpu") -> "ClipModel":
+def load_open_clip(weights: str, arch: str | None = None, device: str | torch.device = "cpu") -> ClipModel:
     """An open_clip model from local weights.
 
     ``arch`` is an open_clip architecture name ("ViT-B-32") or a model-config .json;
@@ -65,19 +65,31 @@ def load_open_clip(weights: str, arch: str | None = None, device: str | torch.de
     cfg = dict(cfg)
     # configs of towers trained with a separate text model say so; CustomTextCLIP builds those
     model_cls = open_clip.model.CustomTextCLIP if cfg.pop("custom_text", False) else open_clip.model.CLIP
-    known = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "cast_dtype", "init_logit_scale", "init_logit_bias",
-             "nonscalar_logit_scale", "output_dict"}
+    known = {
+        "embed_dim",
+        "vision_cfg",
+        "text_cfg",
+        "quick_gelu",
+        "cast_dtype",
+        "init_logit_scale",
+        "init_logit_bias",
+        "nonscalar_logit_scale",
+        "output_dict",
+    }
     try:
         model = model_cls(**{k: v for k, v in cfg.items() if k in known})
     except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
-        raise TCIGInputError(f"CLIP config {config_path or arch}: open_clip cannot build it ({_first_line(exc)}); "
-                             "check that it is an open_clip model config") from None
+        raise TCIGInputError(
+            f"CLIP config {config_path or arch}: open_clip cannot build it ({_first_line(exc)}); check that it is an open_clip model config"
+        ) from None
     sd = load_state_dict(weights, "CLIP weights")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     try:
         result = model.load_state_dict(sd, strict=False)
     except RuntimeError as exc:
-        raise TCIGInputError(f"CLIP weights: {weights} do not fit the architecture ({_first_line(exc)}); check the config/arch name") from None
+        raise TCIGInputError(
+            f"CLIP weights: {weights} do not fit the architecture ({_first_line(exc)}); check the config/arch name"
+        ) from None
     missing = [k for k in result.missing_keys if "attn_mask" not in k]
     if missing or result.unexpected_keys:
         raise TCIGInputError(
@@ -138,8 +150,15 @@ class ClipModel(nn.Module):
 class ClipGuide(nn.Module):
     """L_clip for one run: prompts are embedded once; ``forward(image)`` returns a scalar loss."""
 
-    def __init__(self, clip: ClipModel, prompts: list[Prompt], cutn: int = 32, cut_pow: float = 1.0,
-                 noise: float = 0.1, image_prompts: list[torch.Tensor] | None = None):
+    def __init__(
+        self,
+        clip: ClipModel,
+        prompts: list[Prompt],
+        cutn: int = 32,
+        cut_pow: float = 1.0,
+        noise: float = 0.1,
+        image_prompts: list[torch.Tensor] | None = None,
+    ):
         super().__init__()
         if cutn < 1:
             raise TCIGInputError(f"cutn: {cutn} cutouts; use at least 1 (32 is the usual value)")

@@ -122,8 +122,8 @@ def colour_matrix(saturation: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
     sat = saturation.double()[:, None, None]
     s = sat * eye + (1 - sat) * luma
     # Rodrigues rotation about the unit grey axis g: R = cos I + sin [g]x + (1 - cos) g g^T
-    g = torch.full((3,), 3 ** -0.5, dtype=torch.float64, device=dev)
-    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=torch.float64, device=dev) * 3 ** -0.5
+    g = torch.full((3,), 3**-0.5, dtype=torch.float64, device=dev)
+    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=torch.float64, device=dev) * 3**-0.5
     c, si = turn.double().cos()[:, None, None], turn.double().sin()[:, None, None]
     r = c * eye + si * cross + (1 - c) * torch.outer(g, g)
     return r @ s
@@ -164,8 +164,9 @@ def sample(image: torch.Tensor, maps: torch.Tensor, cut_size: int, scales: torch
     return out
 
 
-def make_cutouts(image: torch.Tensor, cutn: int, cut_size: int, cut_pow: float = 1.0, noise: float = 0.1,
-                 aug: Augment | None = None) -> torch.Tensor:
+def make_cutouts(
+    image: torch.Tensor, cutn: int, cut_size: int, cut_pow: float = 1.0, noise: float = 0.1, aug: Augment | None = None
+) -> torch.Tensor:
     """(1,3,H,W) in 0..1 -> augmented, noised cutouts (cutn,3,cut,cut) for CLIP."""
     aug = aug or Augment()
     _, _, height, width = image.shape

@@ -26,9 +26,11 @@ def demo_layout(width: int, height: int) -> torch.Tensor:
     y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
     ridge = 0.42 + 0.08 * torch.sin(x * 2 * math.pi * 1.3 + 0.4)
     shore = 0.70 + 0.03 * torch.sin(x * 2 * math.pi * 2.1)
+
     def rgb(name):
         h = LAYOUT_HEX[name].lstrip("#")
-        return torch.tensor([int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)]).view(3, 1, 1)
+        return torch.tensor([int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)]).view(3, 1, 1)
+
     image = rgb("mountain").expand(3, height, width).clone()
     image = torch.where(y < ridge, rgb("sky"), image)
     image = torch.where(y > shore, rgb("water"), image)
@@ -45,8 +47,7 @@ def demo_painting(width: int, height: int) -> str:
 
     classes = {LAYOUT_HEX[k]: k for k in DEMO_LABELS}
     layout = layout_from_colour_image(demo_layout(width, height), classes)
-    return encode_painting((layout.index_map() + 1).to(torch.uint8).numpy(), layout.labels,
-                           [LAYOUT_HEX[k] for k in layout.labels])
+    return encode_painting((layout.index_map() + 1).to(torch.uint8).numpy(), layout.labels, [LAYOUT_HEX[k] for k in layout.labels])
 
 
 def prepare_demo(models_dir: str | None, out_dir: str, size: tuple[int, int]) -> dict:
@@ -72,7 +73,11 @@ def prepare_demo(models_dir: str | None, out_dir: str, size: tuple[int, int]) ->
     with open(classes_path, "w", encoding="utf-8") as f:
         json.dump({LAYOUT_HEX[k]: k for k in DEMO_LABELS}, f, indent=1)
     return {
-        "vqgan": resolve(m["vqgan"]), "vqgan_config": resolve(m["vqgan_config"]) if m.get("vqgan_config") else None,
-        "clip": resolve(m["clip"]) if m.get("clip") else None, "clip_arch": m.get("clip_arch"),
-        "segmenters": [resolve(p) for p in m["segmenters"][:1]], "layout": layout_path, "classes": classes_path,
+        "vqgan": resolve(m["vqgan"]),
+        "vqgan_config": resolve(m["vqgan_config"]) if m.get("vqgan_config") else None,
+        "clip": resolve(m["clip"]) if m.get("clip") else None,
+        "clip_arch": m.get("clip_arch"),
+        "segmenters": [resolve(p) for p in m["segmenters"][:1]],
+        "layout": layout_path,
+        "classes": classes_path,
     }

@@ -39,7 +39,7 @@ class Layout:
         idx = self.targets.argmax(0)
         return torch.where(self.ignore, torch.full_like(idx, -1), idx)
 
-    def resized(self, height: int, width: int) -> "Layout":
+    def resized(self, height: int, width: int) -> Layout:
         """Nearest-neighbour resize (labels stay crisp); refuses absurd ratios."""
         h, w = self.size
         if (h, w) == (height, width):
@@ -55,7 +55,7 @@ class Layout:
         note = f"layout resized from {w}x{h} to {width}x{height} (nearest)"
         return layout_from_index_map(idx, self.labels, self.notes + [note])
 
-    def to(self, device) -> "Layout":
+    def to(self, device) -> Layout:
         return Layout(self.labels, self.targets.to(device), self.ignore.to(device), list(self.notes))
 
     def subset(self, labels: list[str]) -> tuple[torch.Tensor, list[int]]:
@@ -91,11 +91,14 @@ _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 def parse_class_map(text_or_dict) -> dict[tuple[int, int, int], str]:
     """``{"#rrggbb": "label", ...}`` (JSON text or dict) -> {(r,g,b): label}. Refuses bad hex and duplicates."""
     if isinstance(text_or_dict, str):
+
         def no_dupes(pairs):
             keys = [k.strip().lower().lstrip("#") for k, _ in pairs]
             dup = {k for k in keys if keys.count(k) > 1}
             if dup:
-                raise TCIGInputError(f"class map: colour(s) {sorted('#' + d for d in dup)} listed more than once; give each colour one label")
+                raise TCIGInputError(
+                    f"class map: colour(s) {sorted('#' + d for d in dup)} listed more than once; give each colour one label"
+                )
             return dict(pairs)
 
         try:
@@ -113,7 +116,7 @@ def parse_class_map(text_or_dict) -> dict[tuple[int, int, int], str]:
         m = _HEX.match(str(key).strip())
         if not m:
             raise TCIGInputError(f"class map: {key!r} is not a colour; write colours as '#rrggbb'")
-        rgb = tuple(int(m.group(1)[i:i + 2], 16) for i in (0, 2, 4))
+        rgb = tuple(int(m.group(1)[i : i + 2], 16) for i in (0, 2, 4))
         if rgb in out:
             raise TCIGInputError(f"class map: colour #{m.group(1).lower()} listed more than once; give each colour one label")
         if not isinstance(label, str) or not label.strip():

@@ -91,11 +91,18 @@ def encode_painting(index_map, labels: list[str], colors: list[str] | None = Non
     index_map = np.asarray(index_map.cpu() if isinstance(index_map, torch.Tensor) else index_map)
     if colors is None:
         pal = (palette(len(labels)).clamp(0, 1) * 255).round().to(torch.uint8).tolist()
-        colors = ["#%02x%02x%02x" % tuple(c) for c in pal]
+        colors = ["#{:02x}{:02x}{:02x}".format(*c) for c in pal]
     h, w = index_map.shape
     rle, crc = encode_runs(index_map)
-    value = {"format": FORMAT, "version": VERSION, "width": int(w), "height": int(h),
-             "labels": [{"name": n, "color": c} for n, c in zip(labels, colors)], "rle": rle, "crc32": crc}
+    value = {
+        "format": FORMAT,
+        "version": VERSION,
+        "width": int(w),
+        "height": int(h),
+        "labels": [{"name": n, "color": c} for n, c in zip(labels, colors)],
+        "rle": rle,
+        "crc32": crc,
+    }
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)  # as JSON.stringify writes it
     decode_painting(text)  # what we write must read back: refuse bad labels or sizes here too
     return text
@@ -116,9 +123,11 @@ def decode_painting(text: str) -> tuple[np.ndarray, list[str], list[str]]:
     except ValueError as exc:
         raise TCIGInputError(f"painting: not valid JSON ({exc}); the value was cut or edited, repaint or reload the workflow") from None
     if not isinstance(value, dict) or value.get("format") != FORMAT:
-        raise TCIGInputError(f"painting: not a TCIG painter layout (expected \"format\": \"{FORMAT}\")")
+        raise TCIGInputError(f'painting: not a TCIG painter layout (expected "format": "{FORMAT}")')
     if value.get("version") != VERSION:
-        raise TCIGInputError(f"painting: version {value.get('version')!r} is not supported (this pack reads version {VERSION}); update the pack")
+        raise TCIGInputError(
+            f"painting: version {value.get('version')!r} is not supported (this pack reads version {VERSION}); update the pack"
+        )
     w, h = value.get("width"), value.get("height")
     for name, v in (("width", w), ("height", h)):
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_SIDE:
@@ -175,6 +184,6 @@ def layout_from_painting(text: str) -> tuple[Layout, list[str], list[str]]:
 
 def preview_image(layout: Layout, colors: list[str]) -> torch.Tensor:
     """(3, H, W) 0..1: each labelled pixel in its painter colour, ignored pixels black."""
-    rgb = torch.tensor([[int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)] for c in colors] + [[0.0, 0.0, 0.0]])
+    rgb = torch.tensor([[int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in colors] + [[0.0, 0.0, 0.0]])
     idx = layout.index_map()
     return rgb[torch.where(idx < 0, torch.full_like(idx, len(colors)), idx)].permute(2, 0, 1)

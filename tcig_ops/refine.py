@@ -34,8 +34,15 @@ def region_borders(index_map: torch.Tensor, width: int) -> torch.Tensor:
     return edge[0, 0]
 
 
-def denoise_map(index_map: torch.Tensor, base: float = 0.45, border: float = 0.7, border_width: int = 8,
-                predicted: torch.Tensor | None = None, disagreement: float = 0.8, softness: int = 5) -> torch.Tensor:
+def denoise_map(
+    index_map: torch.Tensor,
+    base: float = 0.45,
+    border: float = 0.7,
+    border_width: int = 8,
+    predicted: torch.Tensor | None = None,
+    disagreement: float = 0.8,
+    softness: int = 5,
+) -> torch.Tensor:
     """Per-pixel denoise strengths (H, W) in 0..1.
 
     ``index_map``: layout labels (H, W), -1 where ignored. ``predicted``: the segmenter's

@@ -59,7 +59,7 @@ def read_class_map(text_or_path: str):
         with open(text_or_path, encoding="utf-8") as f:
             return f.read()
     if not text_or_path.strip().startswith("{"):
-        raise TCIGInputError(f"--classes: {text_or_path!r} is neither a JSON file nor inline JSON like '{{\"#87ceeb\": \"sky\"}}'")
+        raise TCIGInputError(f'--classes: {text_or_path!r} is neither a JSON file nor inline JSON like \'{{"#87ceeb": "sky"}}\'')
     return text_or_path
 
 
@@ -78,8 +78,17 @@ def load_models(vqgan: str, clip: str | None, segmenters: list[str], device="cpu
     )
 
 
-def run(models: Models, specs: list[SegmenterSpec], layout: Layout, prompt: str, settings: Stage1Settings,
-        cutn: int = 32, cut_pow: float = 1.0, init_image=None, callback=None) -> Stage1Result:
+def run(
+    models: Models,
+    specs: list[SegmenterSpec],
+    layout: Layout,
+    prompt: str,
+    settings: Stage1Settings,
+    cutn: int = 32,
+    cut_pow: float = 1.0,
+    init_image=None,
+    callback=None,
+) -> Stage1Result:
     guides = [Guide(seg, s.weight, s.classes) for seg, s in zip(models.segmenters, specs)]
     clip_guide = None
     if models.clip is not None and settings.clip_weight > 0:
@@ -87,8 +96,9 @@ def run(models: Models, specs: list[SegmenterSpec], layout: Layout, prompt: str,
     return run_stage1(models.vqgan, layout, guides, settings, clip_guide=clip_guide, init_image=init_image, callback=callback)
 
 
-def write_outputs(result: Stage1Result, layout: Layout, models: Models, out: str, report: str | None,
-                  side: str | None, settings: dict, device="cpu") -> dict:
+def write_outputs(
+    result: Stage1Result, layout: Layout, models: Models, out: str, report: str | None, side: str | None, settings: dict, device="cpu"
+) -> dict:
     """Write the image (first: it is never lost to a later failure), the report and the side-by-side."""
     save_image(result.image, out)
     data = stage1_report(result, device, settings)

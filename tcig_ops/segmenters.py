@@ -87,13 +87,11 @@ class Segmenter(nn.Module):
         """Probabilities (B,K,H,W) -> class index map (B,H,W); K means "none of them"."""
         return probs.argmax(1)
 
-    def forward(self, image: torch.Tensor, size: tuple[int, int] | None = None,
-                labels: list[str] | None = None) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, size: tuple[int, int] | None = None, labels: list[str] | None = None) -> torch.Tensor:
         """(B,3,H,W) 0..1 -> class probabilities (B,K,H',W') with (H',W') = ``size`` or (H,W)."""
         return self.probabilities(self.scores(image, size, labels))
 
-    def scores(self, image: torch.Tensor, size: tuple[int, int] | None = None,
-               labels: list[str] | None = None) -> torch.Tensor:
+    def scores(self, image: torch.Tensor, size: tuple[int, int] | None = None, labels: list[str] | None = None) -> torch.Tensor:
         """Unnormalised class scores (B,K,H',W'), upsampled to ``size`` (default: the input's)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise TCIGInputError(f"segmenter input: expected an image (B,3,H,W), got shape {tuple(image.shape)}")
@@ -117,8 +115,12 @@ class _HFLabelledSegmenter(Segmenter):
     default_size = 512
 
     def __init__(self, model: nn.Module, pre: dict, name: str):
-        super().__init__(pre.get("image_mean", [0.485, 0.456, 0.406]), pre.get("image_std", [0.229, 0.224, 0.225]),
-                         _native_size(pre, self.default_size), name)
+        super().__init__(
+            pre.get("image_mean", [0.485, 0.456, 0.406]),
+            pre.get("image_std", [0.229, 0.224, 0.225]),
+            _native_size(pre, self.default_size),
+            name,
+        )
         self.model = model.eval().requires_grad_(False)
         id2label = model.config.id2label
         self.labels = [str(id2label[i]) for i in range(len(id2label))]
@@ -155,8 +157,9 @@ class CLIPSegSegmenter(Segmenter):
     threshold = 0.5  # a pixel belongs to no label unless some label's probability reaches this
 
     def __init__(self, model: nn.Module, tokenizer, pre: dict, name: str):
-        super().__init__(pre.get("image_mean", [0.485, 0.456, 0.406]), pre.get("image_std", [0.229, 0.224, 0.225]),
-                         _native_size(pre, 352), name)
+        super().__init__(
+            pre.get("image_mean", [0.485, 0.456, 0.406]), pre.get("image_std", [0.229, 0.224, 0.225]), _native_size(pre, 352), name
+        )
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.labels: list[str] = []  # no fixed vocabulary
@@ -186,8 +189,9 @@ class CLIPSegSegmenter(Segmenter):
         if missing:
             tok = self.tokenizer(missing, padding=True, return_tensors="pt")
             with torch.no_grad(), torch.inference_mode(False):
-                out = self.model.clip.get_text_features(input_ids=tok["input_ids"].to(device),
-                                                        attention_mask=tok["attention_mask"].to(device))
+                out = self.model.clip.get_text_features(
+                    input_ids=tok["input_ids"].to(device), attention_mask=tok["attention_mask"].to(device)
+                )
                 out = getattr(out, "pooler_output", out).detach().clone()
             with self._text_lock:
                 for lbl, emb in zip(missing, out):
@@ -248,7 +252,9 @@ def load_segmenter(folder: str, device: str | torch.device = "cpu") -> Segmenter
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
             seg = CLIPSegSegmenter(model, tokenizer, pre, name)
         elif model_type == "oneformer":
-            raise TCIGInputError(f"segmenter: {folder} is OneFormer, which needs task text inputs; use a SegFormer, UperNet or Mask2Former folder")
+            raise TCIGInputError(
+                f"segmenter: {folder} is OneFormer, which needs task text inputs; use a SegFormer, UperNet or Mask2Former folder"
+            )
         elif any(a.endswith("ForUniversalSegmentation") or a == "MaskFormerForInstanceSegmentation" for a in archs):
             model = transformers.AutoModelForUniversalSegmentation.from_pretrained(folder, local_files_only=True)
             seg = HFUniversalSegmenter(model, pre, name)
@@ -264,5 +270,7 @@ def load_segmenter(folder: str, device: str | torch.device = "cpu") -> Segmenter
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TCIGInputError(f"segmenter: cannot load {folder} ({msg}); it should be a complete transformers save_pretrained folder") from None
+        raise TCIGInputError(
+            f"segmenter: cannot load {folder} ({msg}); it should be a complete transformers save_pretrained folder"
+        ) from None
     return seg.to(device)

@@ -8,10 +8,11 @@ snaps z to the codebook with a straight-through estimator.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -170,10 +171,16 @@ class Stage1Settings:
         return notes
 
 
-def run_stage1(vqgan: VQGAN, layout: Layout, guides: list[Guide], settings: Stage1Settings,
-               clip_guide: ClipGuide | None = None, init_image: torch.Tensor | None = None,
-               callback: Callable[[StepInfo], None] | None = None,
-               free_memory: Callable[[int, torch.device], None] | None = None) -> Stage1Result:
+def run_stage1(
+    vqgan: VQGAN,
+    layout: Layout,
+    guides: list[Guide],
+    settings: Stage1Settings,
+    clip_guide: ClipGuide | None = None,
+    init_image: torch.Tensor | None = None,
+    callback: Callable[[StepInfo], None] | None = None,
+    free_memory: Callable[[int, torch.device], None] | None = None,
+) -> Stage1Result:
     """Optimise a latent; returns the decoded image, latent and a per-step history.
 
     ``callback(StepInfo)`` runs after every step and may raise to cancel (the
@@ -241,7 +248,8 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
         opt = torch.optim.Adam([z], lr=settings.lr)
         total = settings.iterations
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda i: settings.lr_decay + (1 - settings.lr_decay) * 0.5 * (1 + math.cos(math.pi * i / max(1, total))))
+            opt, lambda i: settings.lr_decay + (1 - settings.lr_decay) * 0.5 * (1 + math.cos(math.pi * i / max(1, total)))
+        )
         scaler = _grad_scaler(settings.precision, device)
         history: list[dict] = []
         pending: list[tuple[int, dict]] = []  # per-step values still on the device
@@ -311,12 +319,14 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
                     k = int(first_bad)
                     history = [h for h in history if h["step"] < k]
                     stopped, steps = "non_finite", k
-                    notes.append(f"the loss or its gradient became non-finite at step {k}; "
-                                 + ("kept the starting latent" if k == 0 else f"kept the latent of step {k - 1}"))
+                    notes.append(
+                        f"the loss or its gradient became non-finite at step {k}; "
+                        + ("kept the starting latent" if k == 0 else f"kept the latent of step {k - 1}")
+                    )
                     break
             steps = step + 1
             if callback is not None:
-                callback(StepInfo(step + 1, total, last_loss, last_miou, lambda: _decode(vqgan, z_good, settings.fast)))
+                callback(StepInfo(step + 1, total, last_loss, last_miou, functools.partial(_decode, vqgan, z_good, settings.fast)))
             if check and settings.target_miou is not None and last_miou is not None and last_miou >= settings.target_miou:
                 stopped = "target_miou"
                 break
@@ -325,8 +335,9 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
         with torch.no_grad():
             final_fulls = [b.probabilities(final) for b in bound]
         ious = guided_iou(bound, final_fulls, layout)
-    return Stage1Result(final.cpu(), final_z.cpu(), history, mean_iou(ious), ious, steps, stopped, notes,
-                        time.perf_counter() - t0, start_iou)
+    return Stage1Result(
+        final.cpu(), final_z.cpu(), history, mean_iou(ious), ious, steps, stopped, notes, time.perf_counter() - t0, start_iou
+    )
 
 
 def _flush(pending: list) -> list[dict]:
@@ -334,8 +345,9 @@ def _flush(pending: list) -> list[dict]:
     if not pending:
         return []
     keys = list(pending[-1][1])
-    values = torch.stack([torch.stack([rec[k].float() if k in rec else rec["loss"].new_full((), float("nan")) for k in keys])
-                          for _, rec, _ in pending]).tolist()
+    values = torch.stack(
+        [torch.stack([rec[k].float() if k in rec else rec["loss"].new_full((), float("nan")) for k in keys]) for _, rec, _ in pending]
+    ).tolist()
     out = []
     for (step, rec, ious), row in zip(pending, values):
         record = {"step": step, **{k: v for k, v in zip(keys, row) if k in rec}}
@@ -382,8 +394,9 @@ def available_memory_bytes(device: torch.device) -> int | None:
     return None
 
 
-def check_memory(vqgan: VQGAN, width: int, height: int, device: torch.device,
-                 free_memory: Callable[[int, torch.device], None] | None = None) -> None:
+def check_memory(
+    vqgan: VQGAN, width: int, height: int, device: torch.device, free_memory: Callable[[int, torch.device], None] | None = None
+) -> None:
     """Refuse sizes whose estimated need exceeds the available memory, before allocating anything.
     ``free_memory(bytes, device)``, when given, is asked to make room first."""
     need, free = estimate_memory_bytes(vqgan, width, height), available_memory_bytes(device)

@@ -36,8 +36,16 @@ VQGAN_CONFIG = {
             "embed_dim": 16,
             "n_embed": 1024,
             "ddconfig": {
-                "double_z": False, "z_channels": 32, "resolution": TRAIN_SIZE, "in_channels": 3, "out_ch": 3,
-                "ch": 64, "ch_mult": [1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+                "double_z": False,
+                "z_channels": 32,
+                "resolution": TRAIN_SIZE,
+                "in_channels": 3,
+                "out_ch": 3,
+                "ch": 64,
+                "ch_mult": [1, 1],
+                "num_res_blocks": 1,
+                "attn_resolutions": [],
+                "dropout": 0.0,
             },
             "lossconfig": {"target": "taming.modules.losses.vqperceptual.DummyLoss"},
         },
@@ -69,7 +77,7 @@ def train_vqgan(steps: int, gen: torch.Generator, quiet: bool = True):
         x, _ = world.sample(4, TRAIN_SIZE, gen)
         # 32 px crops of 64 px scenes: 4x cheaper steps at the texture scale stage 1 sees
         oy, ox = torch.randint(0, TRAIN_SIZE - CROP + 1, (2,), generator=gen).tolist()
-        x = x[:, :, oy:oy + CROP, ox:ox + CROP] * 2 - 1
+        x = x[:, :, oy : oy + CROP, ox : ox + CROP] * 2 - 1
         h = model.quant_conv(model.encoder(x))
         if not quantized and step >= int(0.65 * steps):
             # A briefly trained codebook collapses to a few codes; instead train a plain
@@ -115,10 +123,19 @@ def _segformer_config(seed: int):
     from transformers import SegformerConfig
 
     return SegformerConfig(
-        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[24 + 8 * seed, 48],
-        patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
-        decoder_hidden_size=48, num_labels=len(world.CLASSES),
-        id2label={i: c for i, c in enumerate(world.CLASSES)}, label2id={c: i for i, c in enumerate(world.CLASSES)},
+        num_channels=3,
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[24 + 8 * seed, 48],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=48,
+        num_labels=len(world.CLASSES),
+        id2label={i: c for i, c in enumerate(world.CLASSES)},
+        label2id={c: i for i, c in enumerate(world.CLASSES)},
     )
 
 
@@ -130,8 +147,7 @@ def reconstruction_pool(vqgan, gen: torch.Generator, n: int = 96) -> tuple[torch
     return rec, y
 
 
-def train_segformer(steps: int, gen: torch.Generator, pool: tuple[torch.Tensor, torch.Tensor], seed: int,
-                    quiet: bool = True):
+def train_segformer(steps: int, gen: torch.Generator, pool: tuple[torch.Tensor, torch.Tensor], seed: int, quiet: bool = True):
     """A tiny SegFormer trained on fresh world scenes and on the VQGAN's reconstructions of others."""
     from transformers import SegformerForSemanticSegmentation
 
@@ -159,8 +175,12 @@ def _write_segformer(model, folder: str) -> None:
 
     model.save_pretrained(folder, safe_serialization=True)
     SegformerImageProcessor(
-        do_resize=True, size={"height": TRAIN_SIZE, "width": TRAIN_SIZE}, do_normalize=True,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_reduce_labels=False,
+        do_resize=True,
+        size={"height": TRAIN_SIZE, "width": TRAIN_SIZE},
+        do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        do_reduce_labels=False,
     ).save_pretrained(folder)
 
 
@@ -190,24 +210,48 @@ def _write_clipseg(folder: str, seed: int) -> None:
         f.write("#version: 0.2\n")
     torch.manual_seed(seed)
     config = CLIPSegConfig(
-        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "max_position_embeddings": 32,
-                     "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"], "pad_token_id": vocab["<|endoftext|>"]},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=32, extract_layers=[0, 1], reduce_dim=16, decoder_num_attention_heads=2,
-        decoder_intermediate_size=32, conditional_layer=0,
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 32,
+            "bos_token_id": vocab["<|startoftext|>"],
+            "eos_token_id": vocab["<|endoftext|>"],
+            "pad_token_id": vocab["<|endoftext|>"],
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=32,
+        extract_layers=[0, 1],
+        reduce_dim=16,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+        conditional_layer=0,
     )
     model = CLIPSegForImageSegmentation(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer = CLIPTokenizer(vocab_path, merges_path, model_max_length=32)
-    image_processor = ViTImageProcessor(do_resize=True, size={"height": 32, "width": 32}, do_normalize=True,
-                                        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    image_processor = ViTImageProcessor(
+        do_resize=True,
+        size={"height": 32, "width": 32},
+        do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
     CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
 
 
-def train_clipseg(folder: str, steps: int, gen: torch.Generator, pool: tuple[torch.Tensor, torch.Tensor], seed: int,
-                  quiet: bool = True) -> None:
+def train_clipseg(
+    folder: str, steps: int, gen: torch.Generator, pool: tuple[torch.Tensor, torch.Tensor], seed: int, quiet: bool = True
+) -> None:
     """Train the tiny CLIPSeg in ``folder`` as CLIPSeg is trained: one sigmoid mask per text
     prompt (here the world's class names), on world scenes and VQGAN reconstructions. The
     text tower stays as written; the vision tower and decoder learn. Rewrites the weights."""
@@ -280,8 +324,7 @@ def cache_dir(base: str = ".cache") -> str:
     return os.path.join(base, f"tiny-models-{h.hexdigest()[:10]}")
 
 
-def write_tiny_models(folder: str, seed: int = 0, vqgan_steps: int = 500, seg_steps: int = 200,
-                      quiet: bool = False) -> dict:
+def write_tiny_models(folder: str, seed: int = 0, vqgan_steps: int = 500, seg_steps: int = 200, quiet: bool = False) -> dict:
     """Write every tiny model and ``manifest.json``; returns the manifest (paths absolute)."""
     folder = os.path.abspath(folder)
     os.makedirs(folder, exist_ok=True)
@@ -304,8 +347,15 @@ def write_tiny_models(folder: str, seed: int = 0, vqgan_steps: int = 500, seg_st
         _log(f"training tiny-clipseg for {4 * seg_steps} steps", quiet)
         train_clipseg(seg_dirs[-1], 4 * seg_steps, gen, pool, seed, quiet)
         clip_path = _write_clip(os.path.join(folder, "clip"), seed)
-    manifest = {"version": MANIFEST_VERSION, "vqgan": vqgan_path, "clip": clip_path, "segmenters": seg_dirs,
-                "labels": list(world.CLASSES), "layout_colours": world.LAYOUT_HEX, "seed": seed}
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "vqgan": vqgan_path,
+        "clip": clip_path,
+        "segmenters": seg_dirs,
+        "labels": list(world.CLASSES),
+        "layout_colours": world.LAYOUT_HEX,
+        "seed": seed,
+    }
     with open(os.path.join(folder, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
     return manifest

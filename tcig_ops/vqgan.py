@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 import yaml
 
+from . import fast_decoder
 from .checkpoints import load_state_dict, require_file
 from .errors import TCIGInputError
-from . import fast_decoder
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -143,7 +143,7 @@ class _ClampWithGrad(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         # outside the range, only pass gradient that moves x back towards it
-        keep = (grad * (x - x.clamp(ctx.lo, ctx.hi)) >= 0)
+        keep = grad * (x - x.clamp(ctx.lo, ctx.hi)) >= 0
         return grad * keep, None, None
 
 
@@ -171,8 +171,7 @@ def load_vqgan(ckpt_path: str, config_path: str | None = None, device: str | tor
     except RuntimeError as exc:  # shape mismatches
         first = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
         raise TCIGInputError(
-            f"VQGAN checkpoint: {ckpt_path} does not match its yaml config ({first}); "
-            "use the yaml that was released with this checkpoint"
+            f"VQGAN checkpoint: {ckpt_path} does not match its yaml config ({first}); use the yaml that was released with this checkpoint"
         ) from None
     if missing or unexpected:
         raise TCIGInputError(

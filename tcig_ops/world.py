@@ -16,14 +16,25 @@ CLASSES = ["sky", "tree", "grass", "water", "road", "building", "sand", "mountai
 # Base colours are far apart (every pair differs by >= 0.25 in some channel) so a tiny
 # VQGAN that renders colour better than texture still keeps the classes apart.
 BASE_RGB = {
-    "sky": (0.55, 0.80, 0.98), "tree": (0.05, 0.30, 0.08), "grass": (0.50, 0.85, 0.25),
-    "water": (0.05, 0.18, 0.60), "road": (0.25, 0.25, 0.25), "building": (0.85, 0.22, 0.18),
-    "sand": (0.95, 0.85, 0.55), "mountain": (0.55, 0.45, 0.68),
+    "sky": (0.55, 0.80, 0.98),
+    "tree": (0.05, 0.30, 0.08),
+    "grass": (0.50, 0.85, 0.25),
+    "water": (0.05, 0.18, 0.60),
+    "road": (0.25, 0.25, 0.25),
+    "building": (0.85, 0.22, 0.18),
+    "sand": (0.95, 0.85, 0.55),
+    "mountain": (0.55, 0.45, 0.68),
 }
 # Colours used in layout PNGs (the class map of the demo and the tests).
 LAYOUT_HEX = {
-    "sky": "#87ceeb", "tree": "#1e5a1e", "grass": "#5ab43c", "water": "#1e4ca6",
-    "road": "#6b6b70", "building": "#9e4c38", "sand": "#e6cc8c", "mountain": "#735f54",
+    "sky": "#87ceeb",
+    "tree": "#1e5a1e",
+    "grass": "#5ab43c",
+    "water": "#1e4ca6",
+    "road": "#6b6b70",
+    "building": "#9e4c38",
+    "sand": "#e6cc8c",
+    "mountain": "#735f54",
 }
 
 

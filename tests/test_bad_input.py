@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import region_layout
+
 from tcig_ops.errors import TCIGInputError
 from tcig_ops.layout import layout_from_colour_image, layout_from_masks
 from tcig_ops.stage1 import Guide, Stage1Settings, bind_guides, run_stage1
@@ -41,7 +41,9 @@ def test_size_not_multiple_of_factor_is_rounded_and_said(models):
 
 def test_size_too_large_is_refused_before_allocating(models):
     with pytest.raises(TCIGInputError, match="GiB"):
-        run_stage1(models["vqgan"], region_layout("road", 32), [Guide(models["seg_a"])], Stage1Settings(width=30000, height=30000, iterations=1))
+        run_stage1(
+            models["vqgan"], region_layout("road", 32), [Guide(models["seg_a"])], Stage1Settings(width=30000, height=30000, iterations=1)
+        )
 
 
 def test_guide_weight_must_be_finite(models):

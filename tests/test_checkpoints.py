@@ -99,6 +99,8 @@ def test_clip_weights_not_matching_config(tiny, tmp_path):
 def test_transformers_folder_of_non_segmentation_model(tmp_path):
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8, vocab_size=20)).save_pretrained(tmp_path)
+    BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8, vocab_size=20)).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(TCIGInputError, match="not a segmentation model"):
         load_segmenter(str(tmp_path))

@@ -29,10 +29,36 @@ def layout_files(tmp_path):
 def test_cli_stage1_writes_image_and_report(tiny, layout_files, tmp_path):
     lay, classes = layout_files
     out, report, side = tmp_path / "o.png", tmp_path / "r.json", tmp_path / "s.png"
-    r = cli("stage1", "--vqgan", tiny["vqgan"], "--clip", tiny["clip"], "--segmenter", tiny["segmenters"][0] + ":1.0",
-            "--layout", lay, "--classes", classes, "--prompt", "a lake:1 | fog:-0.2", "--size", "64", "64",
-            "--iterations", "300", "--seed", "1", "--cutn", "8", "--out", str(out), "--report", str(report),
-            "--side-by-side", str(side))
+    r = cli(
+        "stage1",
+        "--vqgan",
+        tiny["vqgan"],
+        "--clip",
+        tiny["clip"],
+        "--segmenter",
+        tiny["segmenters"][0] + ":1.0",
+        "--layout",
+        lay,
+        "--classes",
+        classes,
+        "--prompt",
+        "a lake:1 | fog:-0.2",
+        "--size",
+        "64",
+        "64",
+        "--iterations",
+        "300",
+        "--seed",
+        "1",
+        "--cutn",
+        "8",
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+        "--side-by-side",
+        str(side),
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(report.read_text())
     for key in ("miou", "iou", "seconds_per_iteration", "peak_memory_mb", "history"):
@@ -45,9 +71,28 @@ def test_cli_stage1_writes_image_and_report(tiny, layout_files, tmp_path):
 
 def test_cli_two_segmenters_with_subsets(tiny, layout_files, tmp_path):
     lay, classes = layout_files
-    r = cli("stage1", "--vqgan", tiny["vqgan"], "--segmenter", tiny["segmenters"][0] + ":1:sky,water",
-            "--segmenter", tiny["segmenters"][1] + ":2:mountain", "--layout", lay, "--classes", classes,
-            "--size", "64", "64", "--iterations", "60", "--out", str(tmp_path / "o.png"), "--report", str(tmp_path / "r.json"))
+    r = cli(
+        "stage1",
+        "--vqgan",
+        tiny["vqgan"],
+        "--segmenter",
+        tiny["segmenters"][0] + ":1:sky,water",
+        "--segmenter",
+        tiny["segmenters"][1] + ":2:mountain",
+        "--layout",
+        lay,
+        "--classes",
+        classes,
+        "--size",
+        "64",
+        "64",
+        "--iterations",
+        "60",
+        "--out",
+        str(tmp_path / "o.png"),
+        "--report",
+        str(tmp_path / "r.json"),
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     hist = data["history"]
@@ -66,21 +111,33 @@ def _bad(r, *words):
         assert w in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("override, words", [
-    ({"--vqgan": "/nope/missing.ckpt"}, ["VQGAN checkpoint", "missing.ckpt"]),
-    ({"--iterations": "0"}, ["iterations"]),
-    ({"--lr": "-1"}, ["lr"]),
-    ({"--cutn": "0"}, ["cutn"]),
-    ({"--prompt": "   "}, ["prompt"]),
-    ({"--classes": '{"#87ceeb": "skyy", "#735f54": "mountain", "#1e4ca6": "water"}'}, ["skyy", "sky"]),
-    ({"--classes": '{"#zzz": "sky"}'}, ["#zzz"]),
-    ({"--layout": "/nope/layout.png"}, ["layout", "layout.png"]),
-    ({"--size": ["abc", "64"]}, ["size"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ({"--vqgan": "/nope/missing.ckpt"}, ["VQGAN checkpoint", "missing.ckpt"]),
+        ({"--iterations": "0"}, ["iterations"]),
+        ({"--lr": "-1"}, ["lr"]),
+        ({"--cutn": "0"}, ["cutn"]),
+        ({"--prompt": "   "}, ["prompt"]),
+        ({"--classes": '{"#87ceeb": "skyy", "#735f54": "mountain", "#1e4ca6": "water"}'}, ["skyy", "sky"]),
+        ({"--classes": '{"#zzz": "sky"}'}, ["#zzz"]),
+        ({"--layout": "/nope/layout.png"}, ["layout", "layout.png"]),
+        ({"--size": ["abc", "64"]}, ["size"]),
+    ],
+)
 def test_cli_rejects_bad_input(tiny, layout_files, tmp_path, override, words):
     lay, classes = layout_files
-    args = {"--vqgan": tiny["vqgan"], "--clip": tiny["clip"], "--segmenter": tiny["segmenters"][0], "--layout": lay,
-            "--classes": classes, "--size": ["32", "32"], "--iterations": "2", "--out": str(tmp_path / "o.png"), "--prompt": "a lake"}
+    args = {
+        "--vqgan": tiny["vqgan"],
+        "--clip": tiny["clip"],
+        "--segmenter": tiny["segmenters"][0],
+        "--layout": lay,
+        "--classes": classes,
+        "--size": ["32", "32"],
+        "--iterations": "2",
+        "--out": str(tmp_path / "o.png"),
+        "--prompt": "a lake",
+    }
     args.update(override)
     flat = []
     for k, v in args.items():

@@ -6,8 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tcig_ops.cutouts import (Augment, colour_matrices, colour_matrix, crop_maps, homographies, make_cutouts, perspective_maps,
-                              random_boxes, sample)
+from tcig_ops.cutouts import (
+    Augment,
+    colour_matrices,
+    colour_matrix,
+    crop_maps,
+    homographies,
+    make_cutouts,
+    perspective_maps,
+    random_boxes,
+    sample,
+)
 
 NO_AUG = Augment(p=0.0)
 

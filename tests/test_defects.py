@@ -13,8 +13,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, region_layout
+
 from tcig_ops.errors import TCIGInputError
 from tcig_ops.metrics import layout_iou
 from tcig_ops.stage1 import Guide, Stage1Settings, available_memory_bytes, bind_guides, run_stage1
@@ -23,6 +23,7 @@ UNIX_ONLY = ("resource", "fcntl", "pwd", "grp", "termios", "tty", "pty", "posix"
 
 
 # --- 1. the pack imports and runs where Unix-only modules do not exist (Windows) ---------------
+
 
 def _pack_sources():
     for folder in ("tcig_ops", "nodes"):
@@ -52,7 +53,7 @@ import json, sys, importlib.abc
 # then make the Unix-only modules unimportable for the pack's own code
 import torch, open_clip, taming.modules.diffusionmodules.model, taming.modules.vqvae.quantize
 import transformers.models.segformer.modeling_segformer, transformers.models.clipseg.modeling_clipseg
-BLOCKED = %r
+BLOCKED = __BLOCKED__
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in BLOCKED:
@@ -80,10 +81,11 @@ layout = importlib.import_module('tcig_pack.tcig_ops.layout')
 manifest = json.load(open(sys.argv[1]))
 models = runner.load_models(manifest['vqgan'], None, manifest['segmenters'][:1])
 lay = layout.layout_from_masks([(torch.ones(32, 32), 'grass'), ((torch.arange(32)[None].expand(32, 32) < 16).float(), 'road')])
-res = runner.run(models, [runner.SegmenterSpec(manifest['segmenters'][0])], lay, '', stage1.Stage1Settings(width=32, height=32, iterations=2, clip_weight=0))
+settings = stage1.Stage1Settings(width=32, height=32, iterations=2, clip_weight=0)
+res = runner.run(models, [runner.SegmenterSpec(manifest['segmenters'][0])], lay, '', settings)
 data = report.stage1_report(res, 'cpu')
 print(json.dumps({'steps': res.steps, 'peak': data['peak_memory_mb'], 'blocked': [m for m in BLOCKED if m in sys.modules]}))
-""" % (UNIX_ONLY,)
+""".replace("__BLOCKED__", repr(UNIX_ONLY))
     manifest = pathlib.Path(tiny["vqgan"]).parents[1] / "manifest.json"
     out = subprocess.run([sys.executable, "-c", code, str(manifest)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -92,6 +94,7 @@ print(json.dumps({'steps': res.steps, 'peak': data['peak_memory_mb'], 'blocked':
 
 
 # --- 2 + 3. CLIPSeg guides: per-label sigmoid, per-guide labels, one shared model ----------------
+
 
 def _clipseg_iou(seg, image, layout, label):
     pred = seg.predict(image, labels=[label])[0]  # label 0 where its sigmoid >= 0.5, else 1 ("none")
@@ -151,6 +154,7 @@ def test_two_guides_on_one_shared_clipseg_each_steer_their_own_classes(models, t
 
 # --- 4. memory guard -------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(not os.path.isfile("/proc/meminfo"), reason="needs Linux /proc/meminfo to compare against")
 def test_cpu_memory_figure_is_memavailable_not_memfree():
     with open("/proc/meminfo") as f:
@@ -162,12 +166,18 @@ def test_cpu_memory_figure_is_memavailable_not_memfree():
 def test_memory_guard_asks_to_free_memory_before_refusing(models):
     asked = []
     with pytest.raises(TCIGInputError, match="available"):
-        run_stage1(models["vqgan"], region_layout("road", 32), [Guide(models["seg_a"])],
-                   Stage1Settings(width=30000, height=30000, iterations=1), free_memory=lambda need, dev: asked.append((need, dev)))
+        run_stage1(
+            models["vqgan"],
+            region_layout("road", 32),
+            [Guide(models["seg_a"])],
+            Stage1Settings(width=30000, height=30000, iterations=1),
+            free_memory=lambda need, dev: asked.append((need, dev)),
+        )
     assert len(asked) == 1 and asked[0][0] > 10 * 2**30 and asked[0][1].type == "cpu"
 
 
 # --- 5. a non-finite gradient never reaches the final image ------------------------------------
+
 
 class _NaNGrad(torch.autograd.Function):
     @staticmethod
@@ -198,8 +208,9 @@ def test_nan_gradient_at_step_k_keeps_the_image_of_step_k_minus_1(models, k):
     layout = region_layout("road", 32)
     settings = Stage1Settings(width=32, height=32, iterations=20)
     seen = {}
-    ref = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], settings,
-                     callback=lambda info: seen.setdefault(info.step, info.image().clone()))
+    ref = run_stage1(
+        models["vqgan"], layout, [Guide(models["seg_a"])], settings, callback=lambda info: seen.setdefault(info.step, info.image().clone())
+    )
     r = run_stage1(models["vqgan"], layout, [Guide(_nan_gradient_from_call(models["seg_a"], k))], settings)
     assert r.stopped == "non_finite" and r.steps == k and len(r.history) == k
     assert torch.isfinite(r.image).all() and torch.isfinite(r.latent).all()
@@ -228,6 +239,7 @@ def test_nan_loss_still_stops_cleanly(models):
 
 
 # --- 6. host-device syncs ---------------------------------------------------------------------
+
 
 def test_history_and_miou_follow_the_check_cadence(models):
     s = Stage1Settings(width=32, height=32, iterations=12, check_every=5)
@@ -265,14 +277,21 @@ def test_no_host_sync_inside_unchecked_steps(tiny):
             torch.cuda.set_sync_debug_mode(0)
 
     try:
-        run_stage1(vq, region_layout("road", 32), [Guide(seg)], Stage1Settings(width=32, height=32, iterations=12, check_every=10),
-                   clip_guide=clip, callback=cb)
+        run_stage1(
+            vq,
+            region_layout("road", 32),
+            [Guide(seg)],
+            Stage1Settings(width=32, height=32, iterations=12, check_every=10),
+            clip_guide=clip,
+            callback=cb,
+        )
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert steps == list(range(1, 13))
 
 
 # --- 7 + 8. paths from the client stay inside the model folders --------------------------------
+
 
 def _glue():
     import importlib
@@ -297,8 +316,13 @@ def test_resolve_inside_refuses_escapes_and_links_out(tmp_path):
     (root / "linkdir").symlink_to(outside, target_is_directory=True)
     assert glue.resolve_inside([str(root)], "arch.json", "config") == os.path.realpath(root / "arch.json")
     assert glue.resolve_inside([str(root)], "sub/b.json", "config").endswith("b.json")
-    for bad in ("../secret/passwd.json", str(outside / "passwd.json"), "sub/../../secret/passwd.json", "..\\secret\\passwd.json",
-                "C:\\Windows\\win.ini"):
+    for bad in (
+        "../secret/passwd.json",
+        str(outside / "passwd.json"),
+        "sub/../../secret/passwd.json",
+        "..\\secret\\passwd.json",
+        "C:\\Windows\\win.ini",
+    ):
         with pytest.raises(TCIGInputError, match="outside the model folders"):
             glue.resolve_inside([str(root)], bad, "config")
     for linked in ("link.json", "linkdir/passwd.json"):
@@ -309,6 +333,7 @@ def test_resolve_inside_refuses_escapes_and_links_out(tmp_path):
 
 
 # --- 9. smaller ones ---------------------------------------------------------------------------
+
 
 def test_open_clip_custom_text_config_loads(tmp_path, tiny):
     import open_clip

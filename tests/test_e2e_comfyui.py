@@ -13,14 +13,24 @@ import pathlib
 import time
 
 import pytest
-
 from e2e.comfy_server import ROOT, SKIP_REASON, find_comfyui
 
 COMFY = find_comfyui()
 pytestmark = pytest.mark.skipif(COMFY is None, reason=SKIP_REASON)
 
-NODES = ["TCIGVQGANLoader", "TCIGCLIPLoader", "TCIGSegmenterLoader", "TCIGLayoutPainter", "TCIGLayoutFromColors", "TCIGLayoutAddMask",
-         "TCIGSegmenterGuide", "TCIGStage1", "TCIGMaskAwareRefine", "TCIGRegionalConditioning", "TCIGIoUEvaluate"]
+NODES = [
+    "TCIGVQGANLoader",
+    "TCIGCLIPLoader",
+    "TCIGSegmenterLoader",
+    "TCIGLayoutPainter",
+    "TCIGLayoutFromColors",
+    "TCIGLayoutAddMask",
+    "TCIGSegmenterGuide",
+    "TCIGStage1",
+    "TCIGMaskAwareRefine",
+    "TCIGRegionalConditioning",
+    "TCIGIoUEvaluate",
+]
 SIZE = 64
 TINY_NAMES = {"segformer-b0-finetuned-ade-512-512": "tiny-segformer-a", "clipseg-rd64-refined": "tiny-clipseg"}
 
@@ -75,8 +85,12 @@ def test_ui_workflow_widgets_follow_the_servers_input_order(server):
     sockets = {"IMAGE", "MASK", "LATENT", "MODEL", "CLIP", "VAE", "CONDITIONING"}
     for node_type, (widgets, _) in build_workflows.NODE_TYPES.items():
         spec = info[node_type]["input"]
-        names = [k for part in ("required", "optional") for k, v in spec.get(part, {}).items()
-                 if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "TCIG_PAINTING")]
+        names = [
+            k
+            for part in ("required", "optional")
+            for k, v in spec.get(part, {}).items()
+            if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "TCIG_PAINTING")
+        ]
         names = [n for n in names if n not in sockets]
         assert [w for w in widgets if not w.startswith("+")] == names, node_type
 
@@ -281,4 +295,3 @@ def test_segmenter_label_routes(server):
     except urllib.error.HTTPError as e:
         assert e.code == 400
     assert server.get("/system_stats")  # still serving
-

@@ -3,10 +3,10 @@
 import open_clip
 import pytest
 import torch
-
 from conftest import region_layout
-from tcig_ops.clip_guide import ClipGuide, ClipModel, _mean_std
+
 from tcig_ops import fast_clip, fast_decoder
+from tcig_ops.clip_guide import ClipGuide, ClipModel, _mean_std
 from tcig_ops.prompts import parse_prompts
 from tcig_ops.stage1 import Guide, Stage1Settings, run_stage1
 from tcig_ops.vqgan import VQGAN
@@ -27,11 +27,14 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 VIT = {"image_size": 32, "layers": 3, "width": 64, "patch_size": 8, "head_width": 16}
 
 
-@pytest.mark.parametrize("vision, kw", [
-    (VIT, {}),
-    (dict(VIT, ls_init_value=0.5), {"quick_gelu": True}),  # LayerScale + OpenAI's QuickGELU
-    (dict(VIT, image_size=48, patch_size=16, no_ln_pre=True), {}),
-])
+@pytest.mark.parametrize(
+    "vision, kw",
+    [
+        (VIT, {}),
+        (dict(VIT, ls_init_value=0.5), {"quick_gelu": True}),  # LayerScale + OpenAI's QuickGELU
+        (dict(VIT, image_size=48, patch_size=16, no_ln_pre=True), {}),
+    ],
+)
 def test_fast_clip_tower_matches_open_clip_forward_and_gradient(vision, kw):
     clip = _clip(vision, **kw)
     assert fast_clip.supports(clip.model.visual)
@@ -41,8 +44,8 @@ def test_fast_clip_tower_matches_open_clip_forward_and_gradient(vision, kw):
     assert fast.shape == plain.shape == (5, 24)
     assert (fast - plain).abs().max() < 1e-5
     w = torch.randn(5, 24)
-    g_fast, = torch.autograd.grad((fast * w).sum(), img)
-    g_plain, = torch.autograd.grad((plain * w).sum(), img)
+    (g_fast,) = torch.autograd.grad((fast * w).sum(), img)
+    (g_plain,) = torch.autograd.grad((plain * w).sum(), img)
     assert _rel(g_fast, g_plain) < 1e-4
 
 
@@ -54,13 +57,36 @@ def test_fast_clip_declines_towers_it_does_not_know(vision):
     assert torch.equal(clip.encode_image(img, fast=True), clip.encode_image(img, fast=False))
 
 
-@pytest.mark.parametrize("ddconfig", [
-    # with an attention block and a channel change (nin_shortcut), as the ImageNet VQGANs
-    {"double_z": False, "z_channels": 16, "resolution": 32, "in_channels": 3, "out_ch": 3, "ch": 32,
-     "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [16], "dropout": 0.0},
-    {"double_z": False, "z_channels": 8, "resolution": 32, "in_channels": 3, "out_ch": 3, "ch": 32,
-     "ch_mult": [1, 1, 2], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0},
-])
+@pytest.mark.parametrize(
+    "ddconfig",
+    [
+        # with an attention block and a channel change (nin_shortcut), as the ImageNet VQGANs
+        {
+            "double_z": False,
+            "z_channels": 16,
+            "resolution": 32,
+            "in_channels": 3,
+            "out_ch": 3,
+            "ch": 32,
+            "ch_mult": [1, 2],
+            "num_res_blocks": 1,
+            "attn_resolutions": [16],
+            "dropout": 0.0,
+        },
+        {
+            "double_z": False,
+            "z_channels": 8,
+            "resolution": 32,
+            "in_channels": 3,
+            "out_ch": 3,
+            "ch": 32,
+            "ch_mult": [1, 1, 2],
+            "num_res_blocks": 2,
+            "attn_resolutions": [],
+            "dropout": 0.0,
+        },
+    ],
+)
 def test_fast_decoder_matches_taming_forward_and_gradient(ddconfig):
     torch.manual_seed(0)
     vq = VQGAN({"embed_dim": ddconfig["z_channels"], "n_embed": 64, "gumbel": False, "ddconfig": ddconfig}).eval()
@@ -69,8 +95,8 @@ def test_fast_decoder_matches_taming_forward_and_gradient(ddconfig):
     assert fast.shape == plain.shape == (1, 3, 8 * vq.factor, 8 * vq.factor)
     assert (fast - plain).abs().max() < 1e-5
     w = torch.randn_like(fast)
-    g_fast, = torch.autograd.grad((fast * w).sum(), z)
-    g_plain, = torch.autograd.grad((plain * w).sum(), z)
+    (g_fast,) = torch.autograd.grad((fast * w).sum(), z)
+    (g_plain,) = torch.autograd.grad((plain * w).sum(), z)
     assert _rel(g_fast, g_plain) < 1e-4
 
 

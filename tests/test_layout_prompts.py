@@ -34,8 +34,9 @@ def test_prompt_with_colon_text_kept():
     assert parse_prompt("ratio 16:9 poster:2").weight == 2.0
 
 
-@pytest.mark.parametrize("text, words", [("", ["empty"]), ("  |  ", ["empty"]), ("fog:-1", ["negative"]),
-                                          ("a lake:nan", ["weight"]), (":2", ["no text"])])
+@pytest.mark.parametrize(
+    "text, words", [("", ["empty"]), ("  |  ", ["empty"]), ("fog:-1", ["negative"]), ("a lake:nan", ["weight"]), (":2", ["no text"])]
+)
 def test_bad_prompts(text, words):
     with pytest.raises(TCIGInputError) as e:
         parse_prompts(text)
@@ -62,18 +63,21 @@ def test_masks_later_wins_and_every_pixel_once(h, w, label_ids, data):
 
 @given(st.dictionaries(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)), words, min_size=1, max_size=6))
 def test_class_map_parses_hex(mapping):
-    text = json.dumps({"#%02x%02x%02x" % k: v for k, v in mapping.items()})
+    text = json.dumps({"#{:02x}{:02x}{:02x}".format(*k): v for k, v in mapping.items()})
     parsed = parse_class_map(text)
     assert parsed == {k: v.strip() for k, v in mapping.items()}
 
 
-@pytest.mark.parametrize("text, words", [
-    ('{"#12345": "sky"}', ["#12345", "#rrggbb"]),
-    ('{"#87ceeb": "sky", "#87CEEB": "water"}', ["more than once"]),
-    ("not json", ["JSON"]),
-    ("{}", ["non-empty"]),
-    ('{"#87ceeb": ""}', ["no label"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('{"#12345": "sky"}', ["#12345", "#rrggbb"]),
+        ('{"#87ceeb": "sky", "#87CEEB": "water"}', ["more than once"]),
+        ("not json", ["JSON"]),
+        ("{}", ["non-empty"]),
+        ('{"#87ceeb": ""}', ["no label"]),
+    ],
+)
 def test_bad_class_maps(text, words):
     with pytest.raises(TCIGInputError) as e:
         parse_class_map(text)
@@ -93,11 +97,14 @@ def test_colour_layout_unlisted_colours_are_ignored_and_tolerance():
     assert any("unlisted" in n for n in lay.notes)
 
 
-@pytest.mark.parametrize("mask, words", [
-    (torch.zeros(4, 4), ["empty"]),
-    (torch.full((4, 4), 255.0), ["outside 0..1", "255"]),
-    (torch.full((4, 4), float("nan")), ["NaN"]),
-])
+@pytest.mark.parametrize(
+    "mask, words",
+    [
+        (torch.zeros(4, 4), ["empty"]),
+        (torch.full((4, 4), 255.0), ["outside 0..1", "255"]),
+        (torch.full((4, 4), float("nan")), ["NaN"]),
+    ],
+)
 def test_bad_masks(mask, words):
     with pytest.raises(TCIGInputError) as e:
         layout_from_masks([(mask, "sky")])

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-
 from pack import ROOT, load_pack
 
 load_pack()
@@ -119,7 +118,8 @@ after = (list(sys.path), set(sys.modules), torch.get_default_dtype(), torch.are_
 assert after[0] == before[0], 'sys.path changed'
 assert after[2:] == before[2:], 'torch flags changed'
 new = after[1] - before[1]
-stubs = [m for m in new if sys.modules[m] is not None and getattr(sys.modules[m], '__spec__', None) is None and not m.startswith(('tcig_pack', '_'))]
+stubs = [m for m in new if sys.modules[m] is not None and getattr(sys.modules[m], '__spec__', None) is None
+         and not m.startswith(('tcig_pack', '_'))]
 print(json.dumps({'stubs': stubs}))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

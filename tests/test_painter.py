@@ -11,10 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import ROOT
 from tcig_ops.demo import demo_layout, demo_painting
 from tcig_ops.errors import TCIGInputError
 from tcig_ops.layout import layout_from_colour_image
@@ -34,9 +34,15 @@ def painted_maps(draw):
         m = np.zeros((h, w), np.int64)
         for _ in range(draw(st.integers(0, 6))):
             y0, x0 = rng.integers(0, h), rng.integers(0, w)
-            m[y0:y0 + rng.integers(1, h + 1), x0:x0 + rng.integers(1, w + 1)] = rng.integers(0, k + 1)
-    names = draw(st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12).map(str.strip)
-                          .filter(bool), min_size=k, max_size=k, unique=True))
+            m[y0 : y0 + rng.integers(1, h + 1), x0 : x0 + rng.integers(1, w + 1)] = rng.integers(0, k + 1)
+    names = draw(
+        st.lists(
+            st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12).map(str.strip).filter(bool),
+            min_size=k,
+            max_size=k,
+            unique=True,
+        )
+    )
     return m.astype(np.uint8), names
 
 
@@ -71,23 +77,26 @@ def _value(**patch):
     return json.dumps(v)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("", "empty"),
-    ("{not json", "not valid JSON"),
-    (json.dumps({"format": "x"}), "not a TCIG painter layout"),
-    (_value(version=9), "version 9"),
-    (_value(width=MAX_SIDE + 1), "1..2048"),
-    (_value(width=0), "1..2048"),
-    (_value(height="16"), "height"),
-    (_value(labels=[]), "1..64 labels"),
-    (_value(labels=[{"name": "sky", "color": "#87ceeb"}] * 2), "listed twice"),
-    (_value(labels=[{"name": " ", "color": "#87ceeb"}]), "needs a name"),
-    (_value(labels=[{"name": "sky", "color": "blue"}]), "#rrggbb"),
-    (_value(rle="%%%"), "corrupt"),
-    (_value(crc32=1), "checksum"),
-    (_value(width=31), "covers"),
-    (_value(labels=[{"name": "sky", "color": "#87ceeb"}]), "uses label #3 but the table has 1"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("", "empty"),
+        ("{not json", "not valid JSON"),
+        (json.dumps({"format": "x"}), "not a TCIG painter layout"),
+        (_value(version=9), "version 9"),
+        (_value(width=MAX_SIDE + 1), "1..2048"),
+        (_value(width=0), "1..2048"),
+        (_value(height="16"), "height"),
+        (_value(labels=[]), "1..64 labels"),
+        (_value(labels=[{"name": "sky", "color": "#87ceeb"}] * 2), "listed twice"),
+        (_value(labels=[{"name": " ", "color": "#87ceeb"}]), "needs a name"),
+        (_value(labels=[{"name": "sky", "color": "blue"}]), "#rrggbb"),
+        (_value(rle="%%%"), "corrupt"),
+        (_value(crc32=1), "checksum"),
+        (_value(width=31), "covers"),
+        (_value(labels=[{"name": "sky", "color": "#87ceeb"}]), "uses label #3 but the table has 1"),
+    ],
+)
 def test_corrupt_oversize_and_tampered_values_are_named(text, words):
     with pytest.raises(TCIGInputError, match=words):
         layout_from_painting(text)
@@ -125,8 +134,10 @@ def test_label_check_gives_the_backend_suggestions():
 
     load_pack()
     glue = importlib.import_module("tcig_pack.nodes.glue")
-    segs = [{"name": "ade", "labels": ["wall", "building;edifice", "sky"], "open_vocabulary": False},
-            {"name": "clipseg", "labels": None, "open_vocabulary": True}]
+    segs = [
+        {"name": "ade", "labels": ["wall", "building;edifice", "sky"], "open_vocabulary": False},
+        {"name": "clipseg", "labels": None, "open_vocabulary": True},
+    ]
     out = glue.check_labels(["Sky", "edifice", "skyy", "unicorn"], segs)
     assert out["Sky"]["known_by"] == ["ade"] and out["edifice"]["known_by"] == ["ade"]
     assert out["skyy"]["known_by"] == [] and "sky" in out["skyy"]["suggestions"]
@@ -144,7 +155,7 @@ def test_python_and_the_widget_write_and_read_the_same_bytes():
     names, colors = ["sky", "wåter 水", "road"], ["#87ceeb", "#1e4ca6", "#6b6b70"]
     py_text = encode_painting(m, names, colors)
     script = f"""
-import {{ PaintMap, encodePainting, decodePainting }} from {json.dumps((ROOT / 'web' / 'painter_core.js').as_uri())};
+import {{ PaintMap, encodePainting, decodePainting }} from {json.dumps((ROOT / "web" / "painter_core.js").as_uri())};
 const m = new PaintMap({m.shape[1]}, {m.shape[0]}, Uint8Array.from({json.dumps(m.reshape(-1).tolist())}));
 const labels = {json.dumps([{"name": n, "color": c} for n, c in zip(names, colors)])};
 const fromPy = decodePainting(process.argv[1]);

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,7 +33,9 @@ def page(server):
         # the page talks to this loopback server only (ComfyUI's frontend also asks api.comfy.org for releases)
         pg.route(re.compile(r"^(?!http://127\.0\.0\.1[:/])"), lambda route: route.abort())
         pg.tcig_errors = []
-        pg.on("console", lambda m: pg.tcig_errors.append(f"console: {m.text} at {m.location.get('url', '')}") if m.type == "error" else None)
+        pg.on(
+            "console", lambda m: pg.tcig_errors.append(f"console: {m.text} at {m.location.get('url', '')}") if m.type == "error" else None
+        )
         pg.on("pageerror", lambda e: pg.tcig_errors.append(f"page error: {e} {e.stack}"))
         pg.on("response", lambda r: pg.tcig_errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
         _open(pg, server)
@@ -45,8 +46,10 @@ def page(server):
 def _open(pg, server):
     server.post("/settings/Comfy.TutorialCompleted", True)  # no first-run template dialog over the canvas
     pg.goto(server.url, wait_until="domcontentloaded")
-    pg.wait_for_function("!!(window.app && window.app.graph && window.LiteGraph && window.LiteGraph.registered_node_types['TCIGLayoutPainter'])",
-                         timeout=120_000)
+    pg.wait_for_function(
+        "!!(window.app && window.app.graph && window.LiteGraph && window.LiteGraph.registered_node_types['TCIGLayoutPainter'])",
+        timeout=120_000,
+    )
 
 
 GRAPH_JS = """() => {
@@ -70,10 +73,13 @@ GRAPH_JS = """() => {
 
 def _painter_state(pg, node_id):
     """(width, height, label names and colours, map bytes, stored value) of the painter widget."""
-    return pg.evaluate("""(id) => {
+    return pg.evaluate(
+        """(id) => {
       const p = app.graph.getNodeById(id).tcigPainter;
       return {w: p.map.width, h: p.map.height, labels: p.labels, data: Array.from(p.map.data), value: p.value};
-    }""", node_id)
+    }""",
+        node_id,
+    )
 
 
 def _canvas_pixels(pg):
@@ -85,6 +91,7 @@ def _canvas_pixels(pg):
 
 def _drag(pg, box, w, h, points):
     """Mouse drag through map coordinates (pixels of the painting) on the painter canvas."""
+
     def to_screen(x, y):
         return box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h
 
@@ -121,7 +128,7 @@ def _errors(pg) -> list[str]:
 
 
 def _hex(c):
-    return [int(c[i:i + 2], 16) for i in (1, 3, 5)]
+    return [int(c[i : i + 2], 16) for i in (1, 3, 5)]
 
 
 def test_browser_painter_paint_queue_save_reload(page, server, tmp_path):
@@ -196,8 +203,10 @@ def test_browser_painter_paint_queue_save_reload(page, server, tmp_path):
     pixels = _canvas_pixels(pg)
     shot = tmp_path / "painter.png"
     b = painter.bounding_box()
-    pg.screenshot(path=str(shot), clip={"x": max(0, b["x"] - 16), "y": max(0, b["y"] - 48), "width": b["width"] + 32,
-                                        "height": min(b["height"], 520) + 60})
+    pg.screenshot(
+        path=str(shot),
+        clip={"x": max(0, b["x"] - 16), "y": max(0, b["y"] - 48), "width": b["width"] + 32, "height": min(b["height"], 520) + 60},
+    )
     if os.environ.get("TCIG_README_SCREENSHOT"):
         shutil.copy(shot, ROOT / "docs" / "layout_painter.png")
     _open(pg, server)
@@ -228,8 +237,11 @@ def test_browser_painter_loads_shipped_workflow_and_marks_unknown_labels(page, s
     name.fill("skyy")
     name.dispatch_event("change")
     warn = painter.locator(".label-row").nth(0).locator("[data-warn]")
-    pg.wait_for_function("""() => { const w = document.querySelector('.tcig-painter .label-row [data-warn]');
-                                     return w && w.textContent.length > 0; }""", timeout=20_000)
+    pg.wait_for_function(
+        """() => { const w = document.querySelector('.tcig-painter .label-row [data-warn]');
+                                     return w && w.textContent.length > 0; }""",
+        timeout=20_000,
+    )
     text = warn.text_content()
     assert "sky" in text and ("no installed segmenter" in text or "open vocabulary" in text), text
     assert not _errors(pg), "\n".join(_errors(pg))

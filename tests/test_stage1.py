@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import region_layout
+
 from tcig_ops.clip_guide import ClipGuide
 from tcig_ops.prompts import parse_prompts
 from tcig_ops.stage1 import Guide, Stage1Settings, bind_guides, run_stage1, segmentation_loss
@@ -35,10 +35,17 @@ def test_stage1_raises_miou_to_0_9_with_defaults(models, kind):
 def test_two_segmenters_with_class_subsets_both_steer(models):
     layout = region_layout("beach")
     settings = Stage1Settings(width=64, height=64, iterations=200)
-    both = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"], 1.0, ["sky", "sand"]), Guide(models["seg_b"], 1.0, ["tree"])], settings)
+    both = run_stage1(
+        models["vqgan"], layout, [Guide(models["seg_a"], 1.0, ["sky", "sand"]), Guide(models["seg_b"], 1.0, ["tree"])], settings
+    )
     # without the second guide nobody asks for a tree: the tree region is not drawn
-    only_a = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"], 1.0, ["sky", "sand"]), Guide(models["seg_b"], 0.0, ["tree"])], settings)
-    tree_iou = lambda r: _iou(models["seg_b"], r.image, layout, "tree")
+    only_a = run_stage1(
+        models["vqgan"], layout, [Guide(models["seg_a"], 1.0, ["sky", "sand"]), Guide(models["seg_b"], 0.0, ["tree"])], settings
+    )
+
+    def tree_iou(r):
+        return _iou(models["seg_b"], r.image, layout, "tree")
+
     assert both.iou["sky"] >= 0.85 and both.iou["sand"] >= 0.85  # guide A's classes (A measures them)
     assert tree_iou(both) >= 0.7  # guide B's class, measured by B
     assert tree_iou(both) > tree_iou(only_a) + 0.3
@@ -58,7 +65,9 @@ def test_same_seed_same_image_other_seed_differs(models):
     s = Stage1Settings(width=32, height=32, iterations=5, seed=3)
     a = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], s, clip_guide=clip)
     b = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], s, clip_guide=clip)
-    c = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], Stage1Settings(width=32, height=32, iterations=5, seed=4), clip_guide=clip)
+    c = run_stage1(
+        models["vqgan"], layout, [Guide(models["seg_a"])], Stage1Settings(width=32, height=32, iterations=5, seed=4), clip_guide=clip
+    )
     assert torch.equal(a.image, b.image)
     assert not torch.equal(a.image, c.image)
 
@@ -89,4 +98,10 @@ def test_callback_exception_cancels_run(models):
             raise Stop
 
     with pytest.raises(Stop):
-        run_stage1(models["vqgan"], region_layout("road"), [Guide(models["seg_a"])], Stage1Settings(width=32, height=32, iterations=50), callback=cb)
+        run_stage1(
+            models["vqgan"],
+            region_layout("road"),
+            [Guide(models["seg_a"])],
+            Stage1Settings(width=32, height=32, iterations=50),
+            callback=cb,
+        )

@@ -27,20 +27,33 @@ NODE_TYPES = {
     "TCIGLayoutFromColors": (["class_map", "tolerance"], [("layout", "TCIG_LAYOUT"), ("preview", "IMAGE")]),
     "TCIGLayoutAddMask": (["label", "threshold"], [("layout", "TCIG_LAYOUT"), ("preview", "IMAGE")]),
     "TCIGSegmenterGuide": (["weight", "classes"], [("guides", "TCIG_GUIDES")]),
-    "TCIGStage1": (["prompt", "width", "height", "iterations", "lr", "clip_weight", "cutn", "cut_pow", "seed", "+control", "target_miou"],
-                   [("image", "IMAGE"), ("report", "STRING")]),
+    "TCIGStage1": (
+        ["prompt", "width", "height", "iterations", "lr", "clip_weight", "cutn", "cut_pow", "seed", "+control", "target_miou"],
+        [("image", "IMAGE"), ("report", "STRING")],
+    ),
     "CheckpointLoaderSimple": (["ckpt_name"], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
     "CLIPTextEncode": (["text"], [("CONDITIONING", "CONDITIONING")]),
     "TCIGRegionalConditioning": (["region_prompts", "suffix", "strength"], [("conditioning", "CONDITIONING")]),
-    "TCIGMaskAwareRefine": (["base_denoise", "border_denoise", "border_width", "disagreement_denoise", "softness"],
-                            [("latent", "LATENT"), ("denoise_map", "MASK")]),
+    "TCIGMaskAwareRefine": (
+        ["base_denoise", "border_denoise", "border_width", "disagreement_denoise", "softness"],
+        [("latent", "LATENT"), ("denoise_map", "MASK")],
+    ),
     "DifferentialDiffusion": (["strength"], [("MODEL", "MODEL")]),
     "KSampler": (["seed", "+control", "steps", "cfg", "sampler_name", "scheduler", "denoise"], [("LATENT", "LATENT")]),
     "VAEDecode": ([], [("IMAGE", "IMAGE")]),
     "TCIGIoUEvaluate": (["title", "filename_prefix"], [("miou", "FLOAT"), ("report", "STRING"), ("overlay", "IMAGE")]),
-    "SaveImage": (["filename_prefix"], [],),
+    "SaveImage": (
+        ["filename_prefix"],
+        [],
+    ),
 }
-TALL = {"TCIGLayoutPainter": 680, "TCIGStage1": 460, "TCIGMaskAwareRefine": 300, "KSampler": 300, "TCIGRegionalConditioning": 300}  # UI heights
+TALL = {
+    "TCIGLayoutPainter": 680,
+    "TCIGStage1": 460,
+    "TCIGMaskAwareRefine": 300,
+    "KSampler": 300,
+    "TCIGRegionalConditioning": 300,
+}  # UI heights
 CLASS_MAP = '{"#87ceeb": "sky", "#735f54": "mountain", "#1e4ca6": "water"}'
 PROMPT = "a mountain lake under a clear sky, morning light"
 
@@ -80,9 +93,26 @@ def painting() -> str:
 
 
 def _stage1(node_guides=6, node_layout=5, iterations=300):
-    return ("TCIGStage1", {"vqgan": L(1), "guides": L(node_guides), "layout": L(node_layout), "tcig_clip": L(2), "prompt": PROMPT,
-                           "width": 256, "height": 256, "iterations": iterations, "lr": 0.2, "clip_weight": 0.3, "cutn": 16,
-                           "cut_pow": 1.0, "seed": 0, "+control": "fixed", "target_miou": 0.0})
+    return (
+        "TCIGStage1",
+        {
+            "vqgan": L(1),
+            "guides": L(node_guides),
+            "layout": L(node_layout),
+            "tcig_clip": L(2),
+            "prompt": PROMPT,
+            "width": 256,
+            "height": 256,
+            "iterations": iterations,
+            "lr": 0.2,
+            "clip_weight": 0.3,
+            "cutn": 16,
+            "cut_pow": 1.0,
+            "seed": 0,
+            "+control": "fixed",
+            "target_miou": 0.0,
+        },
+    )
 
 
 def two_stage(layout="painter"):
@@ -91,17 +121,57 @@ def two_stage(layout="painter"):
     g[8] = ("CheckpointLoaderSimple", {"ckpt_name": "v1-5-pruned-emaonly.safetensors"})
     g[9] = ("CLIPTextEncode", {"clip": L(8, 1), "text": PROMPT + ", highly detailed photo"})
     g[10] = ("CLIPTextEncode", {"clip": L(8, 1), "text": "blurry, low quality"})
-    g[11] = ("TCIGRegionalConditioning", {"clip": L(8, 1), "layout": L(5), "global_conditioning": L(9),
-                                          "region_prompts": "sky: clear blue sky\nmountain: rocky mountain\nwater: calm lake",
-                                          "suffix": "highly detailed photo", "strength": 1.0})
-    g[12] = ("TCIGMaskAwareRefine", {"image": L(7), "vae": L(8, 2), "layout": L(5), "segmenter": L(3), "base_denoise": 0.45,
-                                     "border_denoise": 0.7, "border_width": 16, "disagreement_denoise": 0.85, "softness": 9})
+    g[11] = (
+        "TCIGRegionalConditioning",
+        {
+            "clip": L(8, 1),
+            "layout": L(5),
+            "global_conditioning": L(9),
+            "region_prompts": "sky: clear blue sky\nmountain: rocky mountain\nwater: calm lake",
+            "suffix": "highly detailed photo",
+            "strength": 1.0,
+        },
+    )
+    g[12] = (
+        "TCIGMaskAwareRefine",
+        {
+            "image": L(7),
+            "vae": L(8, 2),
+            "layout": L(5),
+            "segmenter": L(3),
+            "base_denoise": 0.45,
+            "border_denoise": 0.7,
+            "border_width": 16,
+            "disagreement_denoise": 0.85,
+            "softness": 9,
+        },
+    )
     g[13] = ("DifferentialDiffusion", {"model": L(8), "strength": 1.0})
-    g[14] = ("KSampler", {"model": L(13), "positive": L(11), "negative": L(10), "latent_image": L(12), "seed": 0, "+control": "fixed",
-                          "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0})
+    g[14] = (
+        "KSampler",
+        {
+            "model": L(13),
+            "positive": L(11),
+            "negative": L(10),
+            "latent_image": L(12),
+            "seed": 0,
+            "+control": "fixed",
+            "steps": 20,
+            "cfg": 7.0,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "denoise": 1.0,
+        },
+    )
     g[15] = ("VAEDecode", {"samples": L(14), "vae": L(8, 2)})
-    g[16] = ("TCIGIoUEvaluate", {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_stage1"})
-    g[17] = ("TCIGIoUEvaluate", {"image": L(15), "segmenter": L(3), "layout": L(5), "title": "stage 2", "filename_prefix": "TCIG/iou_stage2"})
+    g[16] = (
+        "TCIGIoUEvaluate",
+        {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_stage1"},
+    )
+    g[17] = (
+        "TCIGIoUEvaluate",
+        {"image": L(15), "segmenter": L(3), "layout": L(5), "title": "stage 2", "filename_prefix": "TCIG/iou_stage2"},
+    )
     g[18] = ("SaveImage", {"images": L(7), "filename_prefix": "TCIG/stage1"})
     g[19] = ("SaveImage", {"images": L(15), "filename_prefix": "TCIG/stage2"})
     return g
@@ -127,21 +197,30 @@ def multi_segmenter():
 def stage1_only():
     g = _common()
     g[7] = _stage1()
-    g[16] = ("TCIGIoUEvaluate", {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_stage1_only"})
+    g[16] = (
+        "TCIGIoUEvaluate",
+        {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_stage1_only"},
+    )
     g[18] = ("SaveImage", {"images": L(7), "filename_prefix": "TCIG/stage1_only"})
     g[25] = ("SaveImage", {"images": L(16, 2), "filename_prefix": "TCIG/stage1_overlay"})
     return g
 
 
-GRAPHS = {"tcig_two_stage": two_stage, "tcig_multi_segmenter": multi_segmenter, "tcig_stage1_only": stage1_only,
-          "tcig_two_stage_colour_image": colour_image}
+GRAPHS = {
+    "tcig_two_stage": two_stage,
+    "tcig_multi_segmenter": multi_segmenter,
+    "tcig_stage1_only": stage1_only,
+    "tcig_two_stage_colour_image": colour_image,
+}
 
 
 def to_api(graph: dict) -> dict:
     api = {}
     for nid, (ntype, inputs) in sorted(graph.items()):
-        api[str(nid)] = {"class_type": ntype, "inputs": {
-            k: ([str(v[1]), v[2]] if isinstance(v, tuple) else v) for k, v in inputs.items() if not k.startswith("+")}}
+        api[str(nid)] = {
+            "class_type": ntype,
+            "inputs": {k: ([str(v[1]), v[2]] if isinstance(v, tuple) else v) for k, v in inputs.items() if not k.startswith("+")},
+        }
     return api
 
 
@@ -175,19 +254,37 @@ def to_ui(graph: dict) -> dict:
         widgets, outputs = NODE_TYPES[ntype]
         sockets = [(k, v) for k, v in inputs.items() if isinstance(v, tuple)]
         ui_inputs = []
-        for slot, (k, v) in enumerate(sockets):
-            link = next(l for l in links if l[3] == nid and l[6] == k)
+        for slot, (k, _) in enumerate(sockets):
+            link = next(ln for ln in links if ln[3] == nid and ln[6] == k)
             link[4] = slot
             ui_inputs.append({"name": k, "type": link[5], "link": link[0]})
-        nodes.append({
-            "id": nid, "type": ntype, "pos": pos[nid], "size": size[nid],
-            "flags": {}, "order": i, "mode": 0, "inputs": ui_inputs,
-            "outputs": [{"name": n, "type": t, "links": out_links.get((nid, s), []), "slot_index": s} for s, (n, t) in enumerate(outputs)],
-            "properties": {"Node name for S&R": ntype},
-            "widgets_values": [inputs[w] for w in widgets],
-        })
-    return {"last_node_id": max(graph), "last_link_id": len(links), "nodes": nodes,
-            "links": [l[:6] for l in links], "groups": [], "config": {}, "extra": {}, "version": 0.4}
+        nodes.append(
+            {
+                "id": nid,
+                "type": ntype,
+                "pos": pos[nid],
+                "size": size[nid],
+                "flags": {},
+                "order": i,
+                "mode": 0,
+                "inputs": ui_inputs,
+                "outputs": [
+                    {"name": n, "type": t, "links": out_links.get((nid, s), []), "slot_index": s} for s, (n, t) in enumerate(outputs)
+                ],
+                "properties": {"Node name for S&R": ntype},
+                "widgets_values": [inputs[w] for w in widgets],
+            }
+        )
+    return {
+        "last_node_id": max(graph),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": [ln[:6] for ln in links],
+        "groups": [],
+        "config": {},
+        "extra": {},
+        "version": 0.4,
+    }
 
 
 def example_inputs(size: int = 256) -> dict[str, object]:

@@ -42,8 +42,13 @@ def tiny_sd_checkpoint(comfy: str, cache: str) -> str:
     if not os.path.isfile(path):
         os.makedirs(cache, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=comfy)
-        subprocess.run([sys.executable, os.path.join(ROOT, "tests", "e2e", "make_tiny_sd.py"), path + ".tmp"],
-                       cwd=comfy, env=env, check=True, timeout=600)
+        subprocess.run(
+            [sys.executable, os.path.join(ROOT, "tests", "e2e", "make_tiny_sd.py"), path + ".tmp"],
+            cwd=comfy,
+            env=env,
+            check=True,
+            timeout=600,
+        )
         os.replace(path + ".tmp", path)
     return path
 
@@ -59,8 +64,11 @@ def prepare_base(base: str, extra: str, tiny: dict, sd_ckpt: str) -> str:
     if not os.path.exists(ck):
         os.symlink(sd_ckpt, ck)
     # TCIG models live outside the base folder and arrive through extra_model_paths.yaml
-    for key, src in (("vqgan", os.path.dirname(tiny["vqgan"])), ("tcig_clip", os.path.dirname(tiny["clip"])),
-                     ("segmenters", os.path.dirname(tiny["segmenters"][0]))):
+    for key, src in (
+        ("vqgan", os.path.dirname(tiny["vqgan"])),
+        ("tcig_clip", os.path.dirname(tiny["clip"])),
+        ("segmenters", os.path.dirname(tiny["segmenters"][0])),
+    ):
         dst = os.path.join(extra, key)
         if not os.path.exists(dst):
             os.makedirs(extra, exist_ok=True)
@@ -85,9 +93,25 @@ class ComfyServer:
         self.base = base
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", base,
-             "--extra-model-paths-config", yaml_path, "--disable-auto-launch", "--disable-metadata"],
-            cwd=comfy, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "main.py",
+                "--cpu",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--base-directory",
+                base,
+                "--extra-model-paths-config",
+                yaml_path,
+                "--disable-auto-launch",
+                "--disable-metadata",
+            ],
+            cwd=comfy,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
