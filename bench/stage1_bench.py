@@ -127,7 +127,11 @@ def ours_runner(vq, clip, seg, size, cutn, precision, with_seg=True, fast=True, 
             vq,
             layout,
             guides,
-            Stage1Settings(width=size, height=size, iterations=iters + 1, seed=seed, clip_weight=1.0, precision=precision, fast=fast),
+            # one full-size step, as the classic one (coarse-to-fine levels off; see miou_check_cost for the
+            # amortised cost of the 1-in-10 gradient-norm measurement)
+            Stage1Settings(
+                width=size, height=size, iterations=iters + 1, seed=seed, clip_weight=1.0, precision=precision, fast=fast, levels=None
+            ),
             clip_guide=guide,
             callback=lambda info: stamps.append(time.perf_counter()),
         )
@@ -235,6 +239,173 @@ def time_to_miou(target: float = 0.9) -> dict:
     return out
 
 
+def _tiny():
+    """The tiny models (written once, cached) and their manifest."""
+    from tcig_ops.clip_guide import load_open_clip
+    from tcig_ops.segmenters import load_segmenter
+    from tcig_ops.tiny import cache_dir, write_tiny_models
+    from tcig_ops.vqgan import load_vqgan
+
+    folder = os.path.join(ROOT, cache_dir(os.path.join(ROOT, ".cache")))
+    if not os.path.isfile(os.path.join(folder, "manifest.json")):
+        write_tiny_models(folder, quiet=True)
+    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+        m = json.load(f)
+    return load_vqgan(m["vqgan"]), load_segmenter(m["segmenters"][0]), load_open_clip(m["clip"]), m
+
+
+# Layouts for the varied benchmark come from these sampler seeds; the defaults were chosen on
+# seeds 100-107, so these are layouts the defaults never saw.
+VARIED_SEED0 = 1000
+
+
+def plain_settings(size: int, target: float | None, iterations: int):
+    """The paper's loss with the classic VQGAN-CLIP optimiser: Adam lr 0.1 constant, a_c = a_s = 1, full size only."""
+    from tcig_ops.stage1 import Stage1Settings
+
+    return Stage1Settings(
+        width=size,
+        height=size,
+        iterations=iterations,
+        lr=0.1,
+        lr_decay=1.0,
+        clip_weight=1.0,
+        target_miou=target,
+        levels=None,
+        level_steps=None,
+        level_lr=None,
+        balance_classes=False,
+    )
+
+
+def varied_time_to_miou(sizes=(64, 128), per_size: int = 4, target: float = 0.9, plain_iterations: int = 600) -> list[dict]:
+    """Per sampled layout (2-5 labels: horizons, blobs, stripes, nested shapes, objects): seconds and
+    steps until the guides' mIoU reaches ``target`` at full size, for the plain TCIG loss and our
+    defaults (their iteration budget), and the mIoU and smallest region IoU where each stopped.
+    A run that never reaches the target counts with all the time it took."""
+    from tcig_ops.clip_guide import ClipGuide
+    from tcig_ops.layout import layout_from_index_map
+    from tcig_ops.prompts import parse_prompts
+    from tcig_ops.sampler import sample_layout
+    from tcig_ops.stage1 import Guide, Stage1Settings, run_stage1
+    from tcig_ops.world import CLASSES
+
+    vq, seg, clip, _ = _tiny()
+    rows = []
+    for size in sizes:
+        for i in range(per_size):
+            seed = VARIED_SEED0 + 100 * size + i
+            idx, labels, kind = sample_layout(seed, (size, size), list(CLASSES))
+            layout = layout_from_index_map(idx, labels)
+            row = {"size": size, "seed": seed, "kind": kind, "labels": len(layout.labels)}
+            for name, s in (
+                ("plain", plain_settings(size, target, plain_iterations)),
+                ("ours", Stage1Settings(width=size, height=size, target_miou=target)),
+            ):
+                t = time.perf_counter()
+                r = run_stage1(vq, layout, [Guide(seg)], s, clip_guide=ClipGuide(clip, parse_prompts("a landscape"), cutn=8))
+                row[name] = {
+                    "seconds": time.perf_counter() - t,
+                    "steps": r.steps,
+                    "reached": r.stopped == "target_miou",
+                    "miou": r.miou,
+                    "min_iou": min(r.iou.values()),
+                }
+            row["ratio"] = row["ours"]["seconds"] / row["plain"]["seconds"]
+            rows.append(row)
+            print(
+                f"  {size}px seed {seed} {kind:<8} {row['labels']} labels: plain {row['plain']['steps']:4d} steps "
+                f"{row['plain']['seconds']:6.1f} s mIoU {row['plain']['miou']:.3f} | ours {row['ours']['steps']:4d} steps "
+                f"{row['ours']['seconds']:6.1f} s mIoU {row['ours']['miou']:.3f} (smallest region {row['ours']['min_iou']:.3f}) "
+                f"| ratio {row['ratio']:.2f}",
+                flush=True,
+            )
+    return rows
+
+
+def grad_scales() -> dict:
+    """Gradient norms |d(term)/dz| of the CLIP term and the segmentation term at the start of a run,
+    on the tiny models (64 px) and on the real-shape random models (256 px): do a_c and a_s mean
+    the same pull on both?"""
+    import torch
+
+    from tcig_ops.clip_guide import ClipGuide
+    from tcig_ops.demo import demo_layout
+    from tcig_ops.layout import layout_from_colour_image
+    from tcig_ops.prompts import parse_prompts
+    from tcig_ops.stage1 import Guide, bind_guides, segmentation_loss
+    from tcig_ops.world import LAYOUT_HEX
+
+    out = {}
+    vq_t, seg_t, clip_t, _ = _tiny()
+    vq_r, clip_r, seg_r = real_shape_models()
+    for name, (vq, seg, clip, size) in {"tiny": (vq_t, seg_t, clip_t, 64), "real-shape": (vq_r, seg_r, clip_r, 256)}.items():
+        layout = layout_from_colour_image(demo_layout(size, size), {LAYOUT_HEX[k]: k for k in ("sky", "mountain", "water")})
+        bound = bind_guides([Guide(seg)], layout)[0]
+        guide = ClipGuide(clip, parse_prompts("a mountain lake"), cutn=8)
+        norms = {"clip": [], "seg": []}
+        for seed in range(3):
+            torch.manual_seed(seed)
+            z = vq.random_latent(size, size, torch.Generator().manual_seed(seed)).requires_grad_(True)
+            image = vq.decode(vq.quantize_st(z))
+            for term, loss in (
+                ("clip", guide(image)),
+                ("seg", segmentation_loss(bound.probabilities(image)[:, bound.vocab_idx], bound.targets, ~layout.ignore)),
+            ):
+                (g,) = torch.autograd.grad(loss, z, retain_graph=True)
+                norms[term].append(float(g.norm()))
+        out[name] = {k: sum(v) / len(v) for k, v in norms.items()}
+        out[name]["seg_over_clip"] = out[name]["seg"] / out[name]["clip"]
+    return out
+
+
+def miou_check_cost(size: int = 128, steps: int = 20) -> dict:
+    """Seconds of a stage-1 step on the tiny models at ``size`` with the guides' mIoU computed every
+    step against every 1000th (the rest of the step is the same)."""
+    from tcig_ops.clip_guide import ClipGuide
+    from tcig_ops.demo import demo_layout
+    from tcig_ops.layout import layout_from_colour_image
+    from tcig_ops.prompts import parse_prompts
+    from tcig_ops.stage1 import Guide, Stage1Settings, run_stage1
+    from tcig_ops.world import LAYOUT_HEX
+
+    vq, seg, clip, _ = _tiny()
+    layout = layout_from_colour_image(demo_layout(size, size), {LAYOUT_HEX[k]: k for k in ("sky", "mountain", "water")})
+    out = {}
+    variants = {
+        "every_step": {"check_every": 1},
+        "rarely": {"check_every": 1000},
+        "no_norm": {"check_every": 1000, "normalize_terms": False},
+    }
+    for _ in range(2):  # interleaved, the faster round counts
+        for name, extra in variants.items():
+            s = Stage1Settings(width=size, height=size, iterations=steps, levels=None, **extra)
+            t = time.perf_counter()
+            run_stage1(vq, layout, [Guide(seg)], s, clip_guide=ClipGuide(clip, parse_prompts("a mountain lake"), cutn=8))
+            out[name] = min(out.get(name, 1e9), (time.perf_counter() - t) / steps)
+    return out
+
+
+def coarse_to_fine_at(size: int, target: float = 0.9, iterations: int = 300) -> dict:
+    """Seconds to ``target`` at ``size`` with our defaults, with and without coarse-to-fine (demo layout)."""
+    from tcig_ops.clip_guide import ClipGuide
+    from tcig_ops.demo import demo_layout
+    from tcig_ops.layout import layout_from_colour_image
+    from tcig_ops.prompts import parse_prompts
+    from tcig_ops.stage1 import Guide, Stage1Settings, run_stage1
+    from tcig_ops.world import LAYOUT_HEX
+
+    vq, seg, clip, _ = _tiny()
+    layout = layout_from_colour_image(demo_layout(size, size), {LAYOUT_HEX[k]: k for k in ("sky", "mountain", "water")})
+    out = {}
+    for name, extra in (("full size only", {"levels": None, "level_steps": None, "level_lr": None}), ("coarse-to-fine", {})):
+        s = Stage1Settings(width=size, height=size, iterations=iterations, target_miou=target, **extra)
+        t = time.perf_counter()
+        r = run_stage1(vq, layout, [Guide(seg)], s, clip_guide=ClipGuide(clip, parse_prompts("a mountain lake"), cutn=8))
+        out[name] = {"seconds": time.perf_counter() - t, "steps": r.steps, "reached": r.stopped == "target_miou", "miou": r.miou}
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
@@ -242,7 +413,12 @@ def main():
     p.add_argument("--cutn", type=int, default=32)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--rounds", type=int, default=2, help="runs of each variant, interleaved; the fastest counts")
-    p.add_argument("--skip-miou", action="store_true", help="skip the time-to-mIoU part")
+    p.add_argument("--skip-miou", action="store_true", help="skip the time-to-mIoU parts")
+    p.add_argument("--varied", type=int, default=4, metavar="N", help="sampled layouts per size for the varied time-to-mIoU part")
+    p.add_argument("--varied-sizes", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--c2f-size", type=int, default=512, help="size of the coarse-to-fine vs full-size-only comparison (0: skip)")
+    p.add_argument("--skip-speed", action="store_true", help="skip the per-step speed part")
+    p.add_argument("--skip-grad-scales", action="store_true")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: variant size
     a = p.parse_args()
     if a.one:
@@ -258,7 +434,7 @@ def main():
     )
     fp32_rate = matmul_rate(torch.float32)
     print(f"matmul speed here: fp32 {fp32_rate:.0f} GFLOP/s, bf16 {matmul_rate(torch.bfloat16):.0f} GFLOP/s")
-    for size in a.sizes:
+    for size in [] if a.skip_speed else a.sizes:
         res: dict[str, dict] = {}
         for _ in range(a.rounds):  # interleaved, so a busy spell on a shared machine hits every variant alike
             for variant in a.variants:
@@ -302,6 +478,48 @@ def main():
         f"{t['plain']['seconds']:.1f} s (reached {t['plain']['reached']}/3) | ours {t['ours']['steps']:.0f} steps "
         f"{t['ours']['seconds']:.1f} s (reached {t['ours']['reached']}/3) | ratio {t['ours']['seconds'] / t['plain']['seconds']:.2f}"
     )
+    if a.varied:
+        print(f"\nvaried layouts (sampler seeds from {VARIED_SEED0}, not used to choose the defaults), time to mIoU 0.9:")
+        rows = varied_time_to_miou(tuple(a.varied_sizes), a.varied)
+        ratios = [r["ratio"] for r in rows]
+        worst = max(rows, key=lambda r: r["ratio"])
+        print(
+            f"varied layouts ({len(rows)}: {', '.join(f'{s}px' for s in a.varied_sizes)}, 2-5 labels): "
+            f"reached plain {sum(r['plain']['reached'] for r in rows)}/{len(rows)}, "
+            f"ours {sum(r['ours']['reached'] for r in rows)}/{len(rows)} "
+            f"| worst layout ratio {worst['ratio']:.2f} ({worst['size']}px {worst['kind']}) "
+            f"| smallest region IoU at the stop: ours {min(r['ours']['min_iou'] for r in rows):.3f}, "
+            f"plain {min(r['plain']['min_iou'] for r in rows):.3f} | ratio {sum(ratios) / len(ratios):.2f}"
+        )
+        for size in a.varied_sizes:
+            at = [r for r in rows if r["size"] == size]
+            print(
+                f"  {size}px: mean mIoU at the stop ours {sum(r['ours']['miou'] for r in at) / len(at):.3f}, "
+                f"plain {sum(r['plain']['miou'] for r in at) / len(at):.3f}"
+            )
+    if not a.skip_miou:
+        from tcig_ops.stage1 import NORM_EVERY
+
+        c = miou_check_cost()
+        print(
+            f"\nper-step mIoU check (tiny models, 128px): a step takes {c['every_step'] * 1000:.0f} ms with the check every step, "
+            f"{c['rarely'] * 1000:.0f} ms without: the check costs {100 * (c['every_step'] / c['rarely'] - 1):.1f}%; "
+            f"the gradient-norm measurement (every {NORM_EVERY}th step) costs {100 * (c['rarely'] / c['no_norm'] - 1):.1f}% amortised"
+        )
+    if a.c2f_size:
+        c = coarse_to_fine_at(a.c2f_size)
+        full, c2f = c["full size only"], c["coarse-to-fine"]
+        print(
+            f"\n{a.c2f_size}px, our defaults, time to mIoU 0.9: full size only {full['seconds']:.1f} s ({full['steps']} steps, "
+            f"reached {full['reached']}) | coarse-to-fine {c2f['seconds']:.1f} s ({c2f['steps']} steps, reached {c2f['reached']}) "
+            f"| ratio {c2f['seconds'] / full['seconds']:.2f}"
+        )
+    if not a.skip_grad_scales:
+        g = grad_scales()
+        print(
+            "\ngradient norms |dL/dz| at the start (mean of 3 latents): "
+            + " | ".join(f"{k}: clip {v['clip']:.3g}, seg {v['seg']:.3g}, seg/clip {v['seg_over_clip']:.3g}" for k, v in g.items())
+        )
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections import OrderedDict
 
 import torch
 
 from ..tcig_ops.errors import TCIGInputError
 from ..tcig_ops.layout import Layout, close_matches, knows_label, layout_from_masks, vocabulary_to_layout
 from ..tcig_ops.metrics import iou_from_index_maps, mean_iou
+from ..tcig_ops.prompts import parse_region_prompts
 from ..tcig_ops.stage1 import Guide
 
 
@@ -75,17 +75,9 @@ def guides_append(guides: list[Guide] | None, segmenter, weight: float, classes:
     return list(guides or []) + [Guide(segmenter, float(weight), parse_class_list(classes))]
 
 
-def region_prompts(text: str) -> OrderedDict[str, str]:
-    """Lines 'label: prompt' -> {label: prompt}. Lines without ':' are refused with their number."""
-    out: OrderedDict[str, str] = OrderedDict()
-    for n, line in enumerate((text or "").splitlines(), 1):
-        if not line.strip():
-            continue
-        if ":" not in line:
-            raise TCIGInputError(f"region prompts: line {n} {line.strip()!r} needs the form 'label: prompt'")
-        label, prompt = line.split(":", 1)
-        out[label.strip()] = prompt.strip()
-    return out
+def region_prompts(text: str) -> dict[str, str]:
+    """Lines 'label: prompt' -> {label: prompt}; see tcig_ops.prompts.parse_region_prompts."""
+    return parse_region_prompts(text)
 
 
 def predict_in_layout_space(segmenter, image_bchw: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, dict[str, int]]:

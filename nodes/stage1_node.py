@@ -8,9 +8,10 @@ import torch
 from comfy_api.latest import io
 
 from ..tcig_ops.clip_guide import ClipGuide
-from ..tcig_ops.prompts import parse_prompts
+from ..tcig_ops.errors import TCIGInputError
+from ..tcig_ops.prompts import parse_prompts, parse_region_prompts
 from ..tcig_ops.report import iou_text
-from ..tcig_ops.stage1 import Guide, Stage1Settings, run_stage1
+from ..tcig_ops.stage1 import Guide, RegionPrompt, Stage1Settings, run_stage1
 from . import glue
 from .device import on_compute_device
 from .types import CLIP, GUIDES, LAYOUT, VQGAN
@@ -48,11 +49,11 @@ class TCIGStage1(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "clip_weight",
-                    default=0.3,
+                    default=0.1,
                     min=0.0,
                     max=100.0,
                     step=0.05,
-                    tooltip="a_c: weight of the CLIP loss against the guides' weights.",
+                    tooltip="a_c: the CLIP term's pull relative to a guide of weight 1 (each term is scaled by its gradient size).",
                 ),
                 io.Int.Input("cutn", default=16, min=1, max=128, tooltip="CLIP cutouts per step (more: steadier, slower)."),
                 io.Float.Input("cut_pow", default=1.0, min=0.1, max=10.0, step=0.1, tooltip="Cutout size power; >1 favours small cutouts."),
@@ -73,6 +74,25 @@ class TCIGStage1(io.ComfyNode):
                     tooltip="Stop early once the first guide's mIoU reaches this; 0 = run all iterations.",
                 ),
                 io.Image.Input("init_image", optional=True, tooltip="Start from this image instead of random codes."),
+                io.String.Input(
+                    "region_prompts",
+                    multiline=True,
+                    default="",
+                    tooltip="Lines 'label: prompt' (as in TCIG Regional Conditioning): a CLIP term per region, from cutouts "
+                    "inside that region, weighted by its share of the image. Needs the guidance CLIP.",
+                ),
+                io.Boolean.Input(
+                    "coarse_to_fine",
+                    default=True,
+                    tooltip="Optimise at half the size first, then at full size (same iterations, less time).",
+                ),
+                io.Int.Input(
+                    "plateau_steps",
+                    default=0,
+                    min=0,
+                    max=10000,
+                    tooltip="Stop when the guides' mIoU has not improved for this many steps; 0 = off.",
+                ),
             ],
             outputs=[io.Image.Output(display_name="image"), io.String.Output(display_name="report")],
         )
@@ -89,12 +109,15 @@ class TCIGStage1(io.ComfyNode):
         height=256,
         iterations=300,
         lr=0.2,
-        clip_weight=0.3,
+        clip_weight=0.1,
         cutn=16,
         cut_pow=1.0,
         seed=0,
         target_miou=0.0,
         init_image=None,
+        region_prompts="",
+        coarse_to_fine=True,
+        plateau_steps=0,
     ) -> io.NodeOutput:
         settings = Stage1Settings(
             width=width,
@@ -104,7 +127,12 @@ class TCIGStage1(io.ComfyNode):
             seed=seed,
             clip_weight=clip_weight if tcig_clip is not None else 0.0,
             target_miou=target_miou or None,
+            plateau_steps=plateau_steps or None,
+            **({} if coarse_to_fine else {"levels": None, "level_steps": None, "level_lr": None}),
         )
+        regions = parse_region_prompts(region_prompts)
+        if regions and tcig_clip is None:
+            raise TCIGInputError("region_prompts need the guidance CLIP (tcig_clip input); connect one or clear the region prompts")
         prompts = parse_prompts(prompt) if tcig_clip is not None and clip_weight > 0 else []
         init = glue.image_to_bchw(init_image, "init_image")[:1] if init_image is not None else None
         segmenters = [g.segmenter for g in guides]
@@ -120,6 +148,10 @@ class TCIGStage1(io.ComfyNode):
         with on_compute_device(vqgan, tcig_clip, *segmenters):
             with torch.inference_mode(False):  # its text embeddings take part in the backward pass
                 clip_guide = ClipGuide(tcig_clip, prompts, cutn=cutn, cut_pow=cut_pow) if prompts else None
+                region_guides = [
+                    RegionPrompt(label, ClipGuide(tcig_clip, parse_prompts(text), cutn=cutn, cut_pow=cut_pow))
+                    for label, text in regions.items()
+                ]
             bound = [Guide(g.segmenter, g.weight, g.classes) for g in guides]
             result = run_stage1(
                 vqgan,
@@ -130,6 +162,7 @@ class TCIGStage1(io.ComfyNode):
                 init_image=init,
                 callback=callback,
                 free_memory=lambda need, device: mm.free_memory(need, device),
+                region_prompts=region_guides,
             )
         report = iou_text(result.miou, result.iou, f"stage 1 ({result.steps} steps, {result.stopped}): ", start=result.start_iou)
         if result.notes:

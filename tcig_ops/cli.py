@@ -52,6 +52,27 @@ def _build() -> argparse.ArgumentParser:
     _stage1_args(d, size=96)
     d.add_argument("--models", default=None, help="folder with manifest.json (default: .cache/tiny-models, written if absent)")
     d.add_argument("--out-dir", default="demo_output")
+
+    b = sub.add_parser("batch", help="many stage-1 jobs (JOBS.jsonl or sampled layouts), here or on Ray; resumable")
+    b.add_argument("jobs", nargs="?", help="JOBS.jsonl: one job per line (see README, 'Making a dataset')")
+    b.add_argument("--out", required=True, help="output folder: OUT/<id>/..., OUT/summary.jsonl, OUT/summary.csv")
+    b.add_argument("--models", help="folder with manifest.json (as for make demo MODELS=...)")
+    b.add_argument("--vqgan")
+    b.add_argument("--vqgan-config")
+    b.add_argument("--clip")
+    b.add_argument("--clip-arch")
+    b.add_argument("--segmenter", action="append", default=[], metavar="PATH[:WEIGHT[:c1,c2]]")
+    b.add_argument("--ray", default=None, metavar="local|ADDRESS", help="local: start a Ray pool here; ADDRESS: join a cluster")
+    b.add_argument("--workers", type=int, default=2, help="Ray actors (each loads the models once)")
+    b.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
+    b.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPU share of each Ray actor (e.g. 1 or 0.5)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--sample-layouts", type=int, default=None, metavar="N", help="draw N random layouts instead of a JOBS file")
+    b.add_argument("--labels", default="sky,tree,grass,water,road,building,sand,mountain", help="labels the sampler draws from")
+    b.add_argument("--seed", type=int, default=0, help="seed of the layout sampler (job seeds follow from it)")
+    b.add_argument("--size", type=int, nargs=2, default=[128, 128], metavar=("W", "H"), help="size of sampled jobs")
+    b.add_argument("--iterations", type=int, default=300, help="iterations of sampled jobs")
+    b.add_argument("--prompt", default="a photo", help="prompt of sampled jobs (their labels are appended)")
     return p
 
 
@@ -63,8 +84,25 @@ def _stage1_args(s, iterations: int = 300, size: int = 128) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cutn", type=int, default=16)
     s.add_argument("--cut-pow", type=float, default=1.0)
-    s.add_argument("--clip-weight", type=float, default=0.3)
+    s.add_argument("--clip-weight", type=float, default=0.1, help="the CLIP term's pull relative to a segmenter guide of weight 1")
     s.add_argument("--target-miou", type=float, default=None, help="stop early at this mIoU")
+    s.add_argument(
+        "--region-prompt",
+        action="append",
+        default=[],
+        metavar="'LABEL: PROMPT'",
+        help="a CLIP prompt for one layout region (repeatable), e.g. 'water: a calm lake'",
+    )
+    s.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="SCALE",
+        help="coarse-to-fine scales of the latent grid ending at 1, e.g. 0.5 1 (1 alone: full size only)",
+    )
+    s.add_argument("--level-steps", type=float, nargs="+", default=None, metavar="SHARE", help="share of the iterations per level")
+    s.add_argument("--plateau-steps", type=int, default=None, metavar="N", help="stop when mIoU has not improved for N steps (0: never)")
     s.add_argument("--init-image", help="start from this image instead of random codes")
     s.add_argument("--device", default="cpu")
 
@@ -76,6 +114,13 @@ def _settings(a):
         raise TCIGInputError(f"--target-miou: {a.target_miou}; use a value in (0, 1]")
     if not all(math.isfinite(v) for v in (a.lr, a.clip_weight, a.cut_pow)):
         raise TCIGInputError("--lr, --clip-weight and --cut-pow must be finite numbers")
+    extra = {}
+    if a.levels is not None:
+        extra.update(levels=tuple(a.levels), level_steps=tuple(a.level_steps) if a.level_steps else None, level_lr=None)
+    elif a.level_steps is not None:
+        raise TCIGInputError("--level-steps needs --levels")
+    if a.plateau_steps is not None:
+        extra["plateau_steps"] = a.plateau_steps or None
     return Stage1Settings(
         width=a.size[0],
         height=a.size[1],
@@ -84,6 +129,7 @@ def _settings(a):
         seed=a.seed,
         clip_weight=a.clip_weight,
         target_miou=a.target_miou,
+        **extra,
     )
 
 
@@ -110,7 +156,7 @@ class _Progress:
 def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report, side, clip_arch=None, vqgan_config=None):
     from . import runner
     from .imageio import load_image
-    from .prompts import parse_prompts
+    from .prompts import parse_prompts, parse_region_prompts
     from .stage1 import Stage1Settings
 
     # check everything cheap before loading any model
@@ -120,6 +166,13 @@ def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report
         raise TCIGInputError(f"--cutn: {a.cutn} cutouts; use at least 1 (32 is the usual value)")
     if clip and settings.clip_weight > 0:
         parse_prompts(a.prompt)
+    regions = {}
+    for line in a.region_prompt:
+        for label, text in parse_region_prompts(line).items():
+            if label in regions:
+                raise TCIGInputError(f"--region-prompt: label {label!r} is given twice")
+            parse_prompts(text)
+            regions[label] = text
     specs = [runner.parse_segmenter_spec(s) for s in segmenter_specs]
     layout = runner.load_layout(layout_path, class_map)
     init = load_image(a.init_image, "init image")[None] if a.init_image else None
@@ -130,13 +183,47 @@ def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report
         print("note: no --clip given; running with the segmentation loss only", file=sys.stderr)
     progress = _Progress(settings.iterations)
     try:
-        result = runner.run(models, specs, layout, a.prompt, settings, a.cutn, a.cut_pow, init, progress)
+        result = runner.run(models, specs, layout, a.prompt, settings, a.cutn, a.cut_pow, init, progress, regions)
     finally:
         progress.close()
     data = runner.write_outputs(result, layout, models, out, report, side, vars(a) | {"size": list(a.size)}, a.device)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"mIoU {data['miou']:.3f} after {result.steps} steps ({data['seconds_per_iteration']:.3f} s/it) -> {out}")
+    return 0
+
+
+def _batch(a) -> int:
+    from . import batch, runner
+
+    if (a.jobs is None) == (a.sample_layouts is None):
+        raise TCIGInputError("batch: give a JOBS.jsonl file or --sample-layouts N (one of the two)")
+    if a.workers < 1:
+        raise TCIGInputError(f"--workers: {a.workers}; use at least 1")
+    if a.ray is not None:
+        batch.ray_or_explain()
+    if a.models:
+        m = runner.manifest(a.models)
+
+        def resolve(p):
+            return p if os.path.isabs(p) else os.path.join(a.models, p)
+
+        models = {
+            "vqgan": resolve(m["vqgan"]),
+            "clip": resolve(m["clip"]) if m.get("clip") else None,
+            "clip_arch": m.get("clip_arch"),
+            "vqgan_config": resolve(m["vqgan_config"]) if m.get("vqgan_config") else None,
+            "segmenters": [resolve(p) for p in m["segmenters"][:1]],
+        }
+    elif a.vqgan and a.segmenter:
+        models = {"vqgan": a.vqgan, "clip": a.clip, "clip_arch": a.clip_arch, "vqgan_config": a.vqgan_config, "segmenters": a.segmenter}
+    else:
+        raise TCIGInputError("batch: give --models DIR (with manifest.json) or --vqgan and --segmenter")
+    jobs_path = a.jobs or batch.sample_jobs(a.sample_layouts, a.labels.split(","), a.seed, a.out, tuple(a.size), a.iterations, a.prompt)
+    jobs = batch.read_jobs(jobs_path)
+    _quiet_transformers()
+    counts = batch.run_batch(jobs, models, a.out, a.ray, a.workers, a.threads, a.gpus_per_worker, a.device)
+    print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done (of {counts['jobs']}) -> {a.out}/summary.jsonl")
     return 0
 
 
@@ -166,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             return _stage1(
                 a, a.vqgan, a.clip, a.segmenter, a.layout, a.classes, a.out, a.report, a.side_by_side, a.clip_arch, a.vqgan_config
             )
+        if a.command == "batch":
+            return _batch(a)
         if a.command == "demo":
             from .demo import prepare_demo
 

@@ -188,6 +188,15 @@ class ClipGuide(nn.Module):
         emb = self.clip.encode_image(self.make_batch(image), fast=fast)  # (cutn, D)
         return spherical_loss(emb, self.embeds, self.weights, self.stops)
 
+    def region_loss(self, image: torch.Tensor, box: tuple[int, int, int, int], mask: torch.Tensor, fast: bool = True) -> torch.Tensor:
+        """L_clip of one region: cutouts drawn inside ``box`` (x0, y0, x1, y1) of ``image`` (1,3,H,W);
+        pixels outside ``mask`` (the region within the box, (h, w) bool) are seen but pass no gradient."""
+        x0, y0, x1, y1 = box
+        crop = image[..., y0:y1, x0:x1]
+        m = mask.to(crop.dtype)
+        crop = crop * m + crop.detach() * (1 - m)
+        return self(crop, fast=fast)
+
 
 def spherical_loss(emb: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, stops: torch.Tensor) -> torch.Tensor:
     """Weighted squared great-circle distance between (N,D) and (P,D) unit vectors, mean over N, sum over P.

@@ -55,6 +55,18 @@ class Layout:
         note = f"layout resized from {w}x{h} to {width}x{height} (nearest)"
         return layout_from_index_map(idx, self.labels, self.notes + [note])
 
+    def downsampled(self, height: int, width: int) -> Layout:
+        """Area-averaged to a smaller size: soft targets (each pixel's share of every label), all
+        labels kept even where a small region shrinks below a pixel. Stage 1's coarse levels."""
+        if self.size == (height, width):
+            return self
+        size = (height, width)
+        keep = F.interpolate((~self.ignore).float()[None, None], size=size, mode="area")[0, 0]
+        targets = F.interpolate(self.targets[None].float(), size=size, mode="area")[0]
+        ignore = keep < 0.5
+        targets = torch.where(ignore, torch.zeros_like(targets), targets / keep.clamp_min(1e-6))
+        return Layout(list(self.labels), targets, ignore, list(self.notes))
+
     def to(self, device) -> Layout:
         return Layout(self.labels, self.targets.to(device), self.ignore.to(device), list(self.notes))
 

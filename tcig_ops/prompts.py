@@ -64,3 +64,24 @@ def parse_prompts(text: str, allow_empty: bool = False) -> list[Prompt]:
             "so the image has something to move towards"
         )
     return prompts
+
+
+def parse_region_prompts(text: str) -> dict[str, str]:
+    """Lines ``label: prompt`` -> {label: prompt} (the Regional Conditioning node's syntax).
+
+    The prompt part may itself be ``text[:weight]`` items separated by ``|``. Blank lines
+    are skipped; a line without ``:`` or a label given twice is refused with its number.
+    """
+    out: dict[str, str] = {}
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        if ":" not in line:
+            raise TCIGInputError(f"region prompts: line {n} {line.strip()!r} needs the form 'label: prompt'")
+        label, prompt = (part.strip() for part in line.split(":", 1))
+        if not label or not prompt:
+            raise TCIGInputError(f"region prompts: line {n} {line.strip()!r} needs both a label and a prompt")
+        if label in out:
+            raise TCIGInputError(f"region prompts: label {label!r} is given twice (line {n})")
+        out[label] = prompt
+    return out

@@ -78,6 +78,20 @@ def load_models(vqgan: str, clip: str | None, segmenters: list[str], device="cpu
     )
 
 
+def region_guides(models: Models, region_prompts: dict[str, str] | None, cutn: int, cut_pow: float) -> list:
+    """{label: prompt} -> RegionPrompt list (one CLIP guide per region); needs a CLIP model."""
+    from .stage1 import RegionPrompt
+
+    if not region_prompts:
+        return []
+    if models.clip is None:
+        raise TCIGInputError("region prompts need a guidance CLIP (--clip); give one or leave the region prompts out")
+    return [
+        RegionPrompt(label, ClipGuide(models.clip, parse_prompts(text), cutn=cutn, cut_pow=cut_pow))
+        for label, text in region_prompts.items()
+    ]
+
+
 def run(
     models: Models,
     specs: list[SegmenterSpec],
@@ -88,12 +102,16 @@ def run(
     cut_pow: float = 1.0,
     init_image=None,
     callback=None,
+    region_prompts: dict[str, str] | None = None,
 ) -> Stage1Result:
     guides = [Guide(seg, s.weight, s.classes) for seg, s in zip(models.segmenters, specs)]
     clip_guide = None
     if models.clip is not None and settings.clip_weight > 0:
         clip_guide = ClipGuide(models.clip, parse_prompts(prompt), cutn=cutn, cut_pow=cut_pow)
-    return run_stage1(models.vqgan, layout, guides, settings, clip_guide=clip_guide, init_image=init_image, callback=callback)
+    regions = region_guides(models, region_prompts, cutn, cut_pow) if settings.clip_weight > 0 else []
+    return run_stage1(
+        models.vqgan, layout, guides, settings, clip_guide=clip_guide, init_image=init_image, callback=callback, region_prompts=regions
+    )
 
 
 def write_outputs(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from .clip_guide import ClipGuide
 from .errors import TCIGInputError
@@ -91,10 +92,30 @@ def bind_guides(guides: list[Guide], layout: Layout) -> list[BoundGuide]:
     return bound
 
 
-def segmentation_loss(probs: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """MSE between probabilities (1,k,H,W) and targets (k,H,W) over valid pixels (H,W) bool."""
-    w = valid.to(probs.dtype)
-    return ((probs[0] - targets) ** 2 * w).sum() / (w.sum() * probs.shape[1]).clamp_min(1)
+def segmentation_loss(probs: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between probabilities (1,k,H,W) and targets (k,H,W) over valid pixels (H,W) bool.
+
+    ``weights`` (H, W), when given, replaces the uniform average over pixels (see
+    ``balanced_pixel_weights``); it sums to 1 over the valid pixels.
+    """
+    if weights is None:
+        w = valid.to(probs.dtype)
+        return ((probs[0] - targets) ** 2 * w).sum() / (w.sum() * probs.shape[1]).clamp_min(1)
+    return ((probs[0] - targets) ** 2 * weights).sum() / probs.shape[1]
+
+
+def balanced_pixel_weights(targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(H, W) weights that give every class of ``targets`` (k,H,W) the same total weight.
+
+    With the plain average a region of 2 % of the image holds 2 % of the loss, so the
+    optimiser can trade it away for the large ones; here each class holds 1/k. Soft
+    targets (coarse levels) spread a pixel's weight over its classes.
+    """
+    t = targets * valid.to(targets.dtype)
+    area = t.flatten(1).sum(1)  # (k,)
+    present = area > 0
+    per_class = torch.where(present, 1.0 / area.clamp_min(1e-6), torch.zeros_like(area)) / present.sum().clamp_min(1)
+    return (t * per_class[:, None, None]).sum(0)
 
 
 @dataclass
@@ -120,7 +141,7 @@ class Stage1Result:
     miou: float = 0.0
     iou: dict[str, float] = field(default_factory=dict)  # per guided label, judged by the guide that steers it
     steps: int = 0
-    stopped: str = "completed"  # "completed" | "target_miou" | "non_finite"
+    stopped: str = "completed"  # "completed" | "target_miou" | "plateau" | "non_finite"
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     start_iou: dict[str, float] = field(default_factory=dict)  # the same table for the starting latent
@@ -137,7 +158,9 @@ class Stage1Settings:
     iterations: int = 300
     lr: float = 0.2
     seed: int = 0
-    clip_weight: float = 0.3  # measured on the tiny models: 1.0 lets CLIP pull the layout apart
+    # a_c, the CLIP term's pull relative to a guide of weight 1 (terms are gradient-normalised, below);
+    # measured on sampled 2-5 label layouts: 0.1 keeps the layout, 0.3 already lets CLIP pull small regions apart
+    clip_weight: float = 0.1
     target_miou: float | None = None  # stop early once the guides' mIoU reaches this
     lr_decay: float = 0.1  # cosine decay of the learning rate to lr * lr_decay at the last step
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": autocast dtype of the forward pass (z and Adam stay fp32)
@@ -145,6 +168,20 @@ class Stage1Settings:
     # read losses, mIoU and the finite-check back to the host every N steps (and at the last);
     # None: every step on CPU (free there), every 10th on a GPU (each read waits for the device)
     check_every: int | None = None
+    # coarse-to-fine: scales of the latent grid, optimised in turn (the last is the full size),
+    # the share of the iterations each gets and a learning-rate factor per level; None: one level
+    levels: tuple[float, ...] | None = (0.5, 1.0)
+    level_steps: tuple[float, ...] | None = (0.5, 0.5)
+    level_lr: tuple[float, ...] | None = None
+    # stop when the guides' mIoU has not risen by plateau_delta for plateau_steps steps (None: off)
+    plateau_steps: int | None = None
+    plateau_delta: float = 0.005
+    # give each guided class the same share of its segmentation loss, whatever its area
+    balance_classes: bool = True
+    # divide each term by a running estimate of its gradient norm w.r.t. z, so clip_weight and the
+    # guide weights are relative pulls whatever the models (gradient sizes differ ~2000x between the
+    # tiny models and real-shape ones); measured every NORM_EVERY steps, at the start of each level
+    normalize_terms: bool = True
 
     def validate(self, factor: int) -> list[str]:
         notes = []
@@ -156,6 +193,16 @@ class Stage1Settings:
             raise TCIGInputError(f"precision: {self.precision!r}; use fp32, bf16 or fp16")
         if self.clip_weight < 0 or not math.isfinite(self.clip_weight):
             raise TCIGInputError(f"clip_weight: {self.clip_weight}; use a finite number >= 0")
+        if self.levels is not None:
+            lv = tuple(float(v) for v in self.levels)
+            if not lv or any(not (0 < v <= 1) for v in lv) or list(lv) != sorted(lv) or lv[-1] != 1.0:
+                raise TCIGInputError(f"levels: {self.levels}; give increasing scales in (0, 1] ending at 1, e.g. (0.5, 1)")
+            for name in ("level_steps", "level_lr"):
+                v = getattr(self, name)
+                if v is not None and (len(v) != len(lv) or any(not (math.isfinite(x) and x > 0) for x in v)):
+                    raise TCIGInputError(f"{name}: {v}; give one positive number per level ({len(lv)} levels)")
+        if self.plateau_steps is not None and self.plateau_steps < 1:
+            raise TCIGInputError(f"plateau_steps: {self.plateau_steps}; use a number of steps >= 1, or None to turn it off")
         if self.check_every is not None and self.check_every < 1:
             raise TCIGInputError(f"check_every: {self.check_every}; use a number of steps >= 1")
         for name in ("width", "height"):
@@ -180,6 +227,7 @@ def run_stage1(
     init_image: torch.Tensor | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     free_memory: Callable[[int, torch.device], None] | None = None,
+    region_prompts: list[RegionPrompt] | None = None,
 ) -> Stage1Result:
     """Optimise a latent; returns the decoded image, latent and a per-step history.
 
@@ -190,10 +238,11 @@ def run_stage1(
     the optimisation needs autograd, so it re-enables it locally. The models' weights
     must be normal tensors, i.e. loaded outside inference mode. ``free_memory(bytes,
     device)`` is asked to make room (e.g. ComfyUI unloading idle models) before a size
-    that does not fit is refused.
+    that does not fit is refused. ``region_prompts`` add a CLIP term per layout region
+    (cutouts inside the region's bounding box; pixels outside it pass no gradient).
     """
     with torch.inference_mode(False), torch.enable_grad():
-        return _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free_memory)
+        return _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free_memory, region_prompts)
 
 
 def guided_iou(bound: list[BoundGuide], fulls: list[torch.Tensor | None], layout: Layout) -> dict[str, float]:
@@ -218,7 +267,29 @@ def guided_iou(bound: list[BoundGuide], fulls: list[torch.Tensor | None], layout
     return iou_table(torch.stack(inters), torch.stack(unions), labels)
 
 
-def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free_memory) -> Stage1Result:
+def level_sizes(settings: Stage1Settings, factor: int) -> list[tuple[int, int, int]]:
+    """[(width, height, steps)] of each coarse-to-fine level; the last is the full size.
+
+    A level's size is the full size times its scale, rounded to the VQGAN factor (at
+    least one latent cell); levels that round to the same size are merged.
+    """
+    scales = list(settings.levels) if settings.levels else [1.0]
+    fractions = list(settings.level_steps) if settings.levels and settings.level_steps else [1.0] * len(scales)
+    total = settings.iterations
+    counts = [max(1, round(total * f / sum(fractions))) for f in fractions]
+    counts[-1] = max(1, total - sum(counts[:-1]))
+    out: list[tuple[int, int, int]] = []
+    for scale, n in zip(scales, counts):
+        w = max(factor, round(settings.width * scale / factor) * factor)
+        h = max(factor, round(settings.height * scale / factor) * factor)
+        if out and out[-1][:2] == (w, h):
+            out[-1] = (w, h, out[-1][2] + n)
+        else:
+            out.append((w, h, n))
+    return out
+
+
+def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free_memory, region_prompts) -> Stage1Result:
     # tensors made under inference mode cannot be saved for backward: take normal copies
     layout = Layout(list(layout.labels), layout.targets.clone(), layout.ignore.clone(), list(layout.notes))
     init_image = init_image.clone() if init_image is not None else None
@@ -227,120 +298,240 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
     device = vqgan.codebook.device
     W, H = settings.width, settings.height
     check_memory(vqgan, W, H, device, free_memory)
-    layout = layout.resized(H, W).to(device)
-    notes += layout.notes
-    bound = bind_guides(guides, layout)
-    valid = ~layout.ignore
+    full_layout = layout.resized(H, W)
+    notes += full_layout.notes
+    bind_guides(guides, full_layout)  # every label error before any work
+    regions = _check_regions(region_prompts or [], full_layout)
+    levels = level_sizes(settings, vqgan.factor)
+    if len(levels) > 1:
+        notes.append("coarse-to-fine: " + " -> ".join(f"{w}x{h} ({n} steps)" for w, h, n in levels))
     every = settings.check_every or (1 if device.type == "cpu" else 10)
     devices = [device] if device.type == "cuda" else []
+    total = sum(n for _, _, n in levels)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(settings.seed)
         gen = torch.Generator(device=device).manual_seed(settings.seed)
+        w0, h0 = levels[0][:2]
         if init_image is not None:
-            init = torch.nn.functional.interpolate(init_image.to(device).float(), size=(H, W), mode="bilinear", align_corners=False)
+            init = F.interpolate(init_image.to(device).float(), size=(h0, w0), mode="bilinear", align_corners=False)
             with torch.no_grad():
                 z = vqgan.encode(init).detach().clone()
         else:
-            z = vqgan.random_latent(H, W, gen)
-        z.requires_grad_(True)
+            z = vqgan.random_latent(h0, w0, gen)
         zmin, zmax = vqgan.z_range()
-        opt = torch.optim.Adam([z], lr=settings.lr)
-        total = settings.iterations
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda i: settings.lr_decay + (1 - settings.lr_decay) * 0.5 * (1 + math.cos(math.pi * i / max(1, total)))
-        )
         scaler = _grad_scaler(settings.precision, device)
+        autocast = _autocast(settings.precision, device)
         history: list[dict] = []
-        pending: list[tuple[int, dict]] = []  # per-step values still on the device
         stopped, steps, start_iou = "completed", 0, {}
         last_loss, last_miou = float("nan"), None
         # the last latent whose step was finite, and whether a non-finite step has happened:
         # both stay on the device, so the check costs no host sync per step
-        z_good = z.detach().clone()
         bad = torch.zeros((), dtype=torch.bool, device=device)
         first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        autocast = _autocast(settings.precision, device)
-        for step in range(total):
-            check = step % every == 0 or step == total - 1
-            with autocast:
-                image = vqgan.decode(vqgan.quantize_st(z), fast=settings.fast)
-                terms = {}
-                if clip_guide is not None and settings.clip_weight > 0:
-                    terms["clip"] = clip_guide(image, fast=settings.fast)
-                # a guide with weight 0 adds no gradient: it is run (without autograd) only
-                # on checked steps, where the history reports its mIoU
-                fulls = []
-                for b in bound:
-                    if b.guide.weight > 0:
-                        fulls.append(b.probabilities(image))  # (1, K, H, W)
-                    elif check:
-                        with torch.no_grad():
-                            fulls.append(b.probabilities(image))
-                    else:
-                        fulls.append(None)
-            # the losses themselves in fp32: small MSE differences vanish in bf16
-            loss = image.new_zeros((), dtype=torch.float32)
-            if "clip" in terms:
-                loss = loss + settings.clip_weight * terms["clip"].float()
-            for i, (b, full) in enumerate(zip(bound, fulls)):
-                if full is None or b.guide.weight == 0:
+        step = 0
+        for li, (lw, lh, n_steps) in enumerate(levels):
+            last_level = li == len(levels) - 1
+            if (z.shape[-1] * vqgan.factor, z.shape[-2] * vqgan.factor) != (lw, lh):
+                z = F.interpolate(z.detach(), size=(lh // vqgan.factor, lw // vqgan.factor), mode="nearest")
+            z = z.detach().clone().requires_grad_(True)
+            z_good = z.detach().clone()
+            lay = full_layout.downsampled(lh, lw).to(device)
+            bound = bind_guides(guides, lay)
+            valid = ~lay.ignore
+            pixel_weights = [balanced_pixel_weights(b.targets, valid) if settings.balance_classes else None for b in bound]
+            grad_norms = TermScales()  # each level has its own image size and so its own gradient sizes
+            level_regions = [(r, *_region_box(lay, r.label)) for r in regions]
+            base_lr = settings.lr * (settings.level_lr[li] if settings.level_lr else 1.0)
+            opt = torch.optim.Adam([z], lr=base_lr)
+            offset = step
+
+            def cosine(i, offset=offset, total=total):  # one cosine over all levels' steps
+                g = offset + i
+                return settings.lr_decay + (1 - settings.lr_decay) * 0.5 * (1 + math.cos(math.pi * g / max(1, total)))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+            pending: list[tuple[int, dict, dict | None]] = []
+            best, best_step = -1.0, step
+            level_end = step + n_steps
+            while step < level_end:
+                check = (step - offset) % every == 0 or step == level_end - 1
+                with autocast:
+                    image = vqgan.decode(vqgan.quantize_st(z), fast=settings.fast)
+                    terms = {}
+                    if clip_guide is not None and settings.clip_weight > 0:
+                        terms["clip"] = clip_guide(image, fast=settings.fast)
+                    for r, box, mask, _share in level_regions:
+                        terms[f"region:{r.label}"] = r.guide.region_loss(image, box, mask, fast=settings.fast)
+                    # a guide with weight 0 adds no gradient: it is run (without autograd) only
+                    # on checked steps, where the history reports its mIoU
+                    fulls = []
+                    for b in bound:
+                        if b.guide.weight > 0:
+                            fulls.append(b.probabilities(image))  # (1, K, H, W)
+                        elif check:
+                            with torch.no_grad():
+                                fulls.append(b.probabilities(image))
+                        else:
+                            fulls.append(None)
+                # the losses themselves in fp32: small MSE differences vanish in bf16
+                weighted: dict[str, tuple[float, torch.Tensor]] = {}  # term -> (its weight, its value)
+                if "clip" in terms:
+                    weighted["clip"] = (settings.clip_weight, terms["clip"].float())
+                for r, _, _, share in level_regions:
+                    key = f"region:{r.label}"
+                    weighted[key] = (settings.clip_weight * (share if r.weight is None else r.weight), terms[key].float())
+                for i, (b, full) in enumerate(zip(bound, fulls)):
+                    if full is None or b.guide.weight == 0:
+                        continue
+                    terms[f"seg{i}"] = segmentation_loss(full.float()[:, b.vocab_idx], b.targets, valid, pixel_weights[i])
+                    weighted[f"seg{i}"] = (b.guide.weight, terms[f"seg{i}"])
+                if settings.normalize_terms and len(weighted) > 1 and (step - offset) % NORM_EVERY == 0:
+                    grad_norms.update(weighted, z)
+                loss = image.new_zeros((), dtype=torch.float32)
+                for key, (weight, value) in weighted.items():
+                    loss = loss + weight * value * (grad_norms.scale(key) if settings.normalize_terms else 1.0)
+                ious = guided_iou(bound, [f.float() if f is not None else None for f in fulls], lay) if check else None
+                if step == 0:
+                    start_iou = dict(ious)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)  # inf/NaN from the fp16 scale make the scaler skip this step
+                    ok = torch.isfinite(loss)
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    grad = z.grad if z.grad is not None else torch.zeros_like(z)
+                    ok = torch.isfinite(loss) & torch.isfinite(grad).all()
+                    opt.step()
+                sched.step()
+                with torch.no_grad():
+                    z.copy_(torch.maximum(torch.minimum(z, zmax), zmin))
+                    ok = ok & torch.isfinite(z).all()
+                    first_bad = torch.where(bad | ok, first_bad, torch.full_like(first_bad, step))
+                    bad = bad | ~ok
+                    z_good = torch.where(bad, z_good, z)
+                record = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+                pending.append((step, record, ious))
+                if check:
+                    flushed = _flush(pending, li if len(levels) > 1 else None)
+                    history += flushed
+                    pending = []
+                    last_loss, last_miou = history[-1]["loss"], history[-1]["miou"]
+                    if bool(bad):
+                        k = int(first_bad)
+                        history = [h for h in history if h["step"] < k]
+                        stopped, steps = "non_finite", k
+                        notes.append(
+                            f"the loss or its gradient became non-finite at step {k}; "
+                            + ("kept the starting latent" if k == 0 else f"kept the latent of step {k - 1}")
+                        )
+                        break
+                steps = step = step + 1
+                if callback is not None:
+                    callback(StepInfo(step, total, last_loss, last_miou, functools.partial(_decode, vqgan, z_good, settings.fast)))
+                if not check or last_miou is None:
                     continue
-                terms[f"seg{i}"] = segmentation_loss(full.float()[:, b.vocab_idx], b.targets, valid)
-                loss = loss + b.guide.weight * terms[f"seg{i}"]
-            ious = guided_iou(bound, [f.float() if f is not None else None for f in fulls], layout) if check else None
-            if step == 0:
-                start_iou = dict(ious)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)  # inf/NaN from the fp16 scale make the scaler skip this step
-                ok = torch.isfinite(loss)
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                grad = z.grad if z.grad is not None else torch.zeros_like(z)
-                ok = torch.isfinite(loss) & torch.isfinite(grad).all()
-                opt.step()
-            sched.step()
-            with torch.no_grad():
-                z.copy_(torch.maximum(torch.minimum(z, zmax), zmin))
-                ok = ok & torch.isfinite(z).all()
-                first_bad = torch.where(bad | ok, first_bad, torch.full_like(first_bad, step))
-                bad = bad | ~ok
-                z_good = torch.where(bad, z_good, z)
-            pending.append((step, {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}, ious))
-            if check:
-                history += _flush(pending)
-                pending = []
-                last_loss, last_miou = history[-1]["loss"], history[-1]["miou"]
-                if bool(bad):
-                    k = int(first_bad)
-                    history = [h for h in history if h["step"] < k]
-                    stopped, steps = "non_finite", k
-                    notes.append(
-                        f"the loss or its gradient became non-finite at step {k}; "
-                        + ("kept the starting latent" if k == 0 else f"kept the latent of step {k - 1}")
-                    )
+                # stop rules end the last level; a coarse level hands over to the next one instead
+                if settings.target_miou is not None and last_miou >= settings.target_miou:
+                    stopped = "target_miou"
                     break
-            steps = step + 1
-            if callback is not None:
-                callback(StepInfo(step + 1, total, last_loss, last_miou, functools.partial(_decode, vqgan, z_good, settings.fast)))
-            if check and settings.target_miou is not None and last_miou is not None and last_miou >= settings.target_miou:
-                stopped = "target_miou"
+                if last_miou > best + settings.plateau_delta:
+                    best, best_step = last_miou, step
+                elif settings.plateau_steps and step - best_step >= settings.plateau_steps:
+                    stopped = "plateau"
+                    break
+            if stopped == "non_finite":
                 break
+            if stopped in ("target_miou", "plateau") and not last_level:
+                notes.append(f"level {li + 1} ({lw}x{lh}) ended at step {step} ({stopped.replace('_', ' ')})")
+                stopped = "completed"
+            if stopped != "completed":
+                if stopped == "plateau":
+                    notes.append(
+                        f"stopped at step {step}: mIoU has not improved by {settings.plateau_delta} for {settings.plateau_steps} steps"
+                    )
+                break
+            z = z_good
         final_z = z_good.detach()
+        if tuple(final_z.shape[-2:]) != (H // vqgan.factor, W // vqgan.factor):  # stopped at a coarse level
+            final_z = F.interpolate(final_z, size=(H // vqgan.factor, W // vqgan.factor), mode="nearest")
         final = _decode(vqgan, final_z, settings.fast)
+        full_dev = full_layout.to(device)
+        bound = bind_guides(guides, full_dev)
         with torch.no_grad():
             final_fulls = [b.probabilities(final) for b in bound]
-        ious = guided_iou(bound, final_fulls, layout)
+        ious = guided_iou(bound, final_fulls, full_dev)
     return Stage1Result(
         final.cpu(), final_z.cpu(), history, mean_iou(ious), ious, steps, stopped, notes, time.perf_counter() - t0, start_iou
     )
 
 
-def _flush(pending: list) -> list[dict]:
+NORM_EVERY = 25  # steps between gradient-norm measurements (each costs one extra backward per term: 19% of the
+# step time at every 10th step on the tiny models, so every 25th)
+
+
+class TermScales:
+    """Running estimate of each loss term's gradient norm w.r.t. the latent; ``scale(term)`` is
+    its inverse (1 until measured). The measurement reads nothing back to the host."""
+
+    def __init__(self):
+        self.norms: dict[str, torch.Tensor] = {}
+
+    def update(self, weighted: dict[str, tuple[float, torch.Tensor]], z: torch.Tensor) -> None:
+        for k in [k for k, (w, _) in weighted.items() if w > 0]:
+            (g,) = torch.autograd.grad(weighted[k][1], z, retain_graph=True, allow_unused=True)
+            n = g.norm().detach() if g is not None else torch.zeros((), device=z.device)
+            n = torch.where(torch.isfinite(n), n, torch.zeros_like(n))
+            self.norms[k] = n if k not in self.norms else 0.5 * self.norms[k] + 0.5 * n
+
+    def scale(self, key: str) -> torch.Tensor | float:
+        """1 / the term's gradient norm, the norm floored at 1/1000 of the largest one: a term whose
+        gradient was zero when measured (a prompt past its stop distance) must not be blown up."""
+        n = self.norms.get(key)
+        if n is None:
+            return 1.0
+        floor = torch.stack(list(self.norms.values())).max() * 1e-3
+        return 1.0 / torch.maximum(n, floor).clamp_min(1e-12)
+
+
+@dataclass
+class RegionPrompt:
+    """A CLIP term for one layout region: ``guide`` scores cutouts of the region only.
+
+    ``weight`` None weighs the term by the region's share of the image."""
+
+    label: str
+    guide: ClipGuide
+    weight: float | None = None
+
+
+def _check_regions(regions: list[RegionPrompt], layout: Layout) -> list[RegionPrompt]:
+    unknown = [r.label for r in regions if r.label not in layout.labels]
+    if unknown:
+        raise TCIGInputError(f"region prompts: labels {unknown} are not in the layout; its labels are {layout.labels}")
+    for r in regions:
+        if r.weight is not None and not (math.isfinite(r.weight) and r.weight >= 0):
+            raise TCIGInputError(f"region prompt {r.label!r}: weight {r.weight} must be a finite number >= 0")
+    return regions
+
+
+def _region_box(layout: Layout, label: str) -> tuple[tuple[int, int, int, int], torch.Tensor, float]:
+    """Bounding box (x0, y0, x1, y1) of a label's pixels, its mask inside the box, its share of the image.
+    Host work, once per level (the layout does not change while a level runs)."""
+    target = layout.targets[layout.labels.index(label)]
+    mask = target > 0.5
+    if not mask.any():  # a small region on a coarse level: every pixel that holds some of it
+        mask = target > 0
+    ys, xs = torch.nonzero(mask.cpu(), as_tuple=True)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    share = float(mask.float().mean())
+    return box, mask[box[1] : box[3], box[0] : box[2]], share
+
+
+def _flush(pending: list, level: int | None = None) -> list[dict]:
     """Device values of the steps since the last check -> history records (one host read)."""
     if not pending:
         return []
@@ -352,6 +543,8 @@ def _flush(pending: list) -> list[dict]:
     for (step, rec, ious), row in zip(pending, values):
         record = {"step": step, **{k: v for k, v in zip(keys, row) if k in rec}}
         record["miou"] = mean_iou(ious) if ious is not None else None
+        if level is not None:
+            record["level"] = level
         out.append(record)
     return out
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-from conftest import region_layout
 
+from conftest import region_layout
 from tcig_ops.errors import TCIGInputError
 from tcig_ops.layout import layout_from_colour_image, layout_from_masks
 from tcig_ops.stage1 import Guide, Stage1Settings, bind_guides, run_stage1

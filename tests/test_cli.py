@@ -148,3 +148,51 @@ def test_cli_rejects_bad_input(tiny, layout_files, tmp_path, override, words):
 
 def test_cli_unknown_command_is_one_line():
     _bad(cli("nonsense"))
+
+
+def test_cli_region_prompts_levels_and_plateau(tiny, layout_files, tmp_path):
+    lay, classes = layout_files
+    base = [
+        "stage1",
+        "--vqgan",
+        tiny["vqgan"],
+        "--clip",
+        tiny["clip"],
+        "--segmenter",
+        tiny["segmenters"][0],
+        "--layout",
+        lay,
+        "--classes",
+        classes,
+        "--size",
+        "64",
+        "48",
+        "--iterations",
+        "6",
+        "--out",
+        str(tmp_path / "o.png"),
+        "--prompt",
+        "a lake",
+    ]
+    r = cli(
+        *base,
+        "--region-prompt",
+        "water: a calm lake",
+        "--levels",
+        "0.5",
+        "1",
+        "--level-steps",
+        "1",
+        "1",
+        "--plateau-steps",
+        "0",
+        "--report",
+        str(tmp_path / "r.json"),
+    )
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [h["level"] for h in data["history"]] == [0, 0, 0, 1, 1, 1]
+    assert all("region:water" in h for h in data["history"])
+    _bad(cli(*base, "--region-prompt", "lake: water"), "lake", "not in the layout", "sky")
+    _bad(cli(*base, "--region-prompt", "no colon"), "label: prompt")
+    _bad(cli(*base, "--levels", "1", "0.5"), "levels")

@@ -13,6 +13,7 @@ import pathlib
 import time
 
 import pytest
+
 from e2e.comfy_server import ROOT, SKIP_REASON, find_comfyui
 
 COMFY = find_comfyui()

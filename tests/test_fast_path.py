@@ -3,8 +3,8 @@
 import open_clip
 import pytest
 import torch
-from conftest import region_layout
 
+from conftest import region_layout
 from tcig_ops import fast_clip, fast_decoder
 from tcig_ops.clip_guide import ClipGuide, ClipModel, _mean_std
 from tcig_ops.prompts import parse_prompts

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+
 from pack import ROOT, load_pack
 
 load_pack()

@@ -11,10 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import ROOT
 from tcig_ops.demo import demo_layout, demo_painting
 from tcig_ops.errors import TCIGInputError
 from tcig_ops.layout import layout_from_colour_image

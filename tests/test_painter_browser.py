@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")

@@ -3,6 +3,7 @@
 import re
 
 import tomllib
+
 from conftest import ROOT
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import region_layout
 
+from conftest import region_layout
 from tcig_ops.clip_guide import ClipGuide
 from tcig_ops.prompts import parse_prompts
 from tcig_ops.stage1 import Guide, Stage1Settings, bind_guides, run_stage1, segmentation_loss

@@ -1,0 +1,231 @@
+"""Batch generation: outputs, summary, failures, resume, Ray workers (killed ones too), engine independence."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from tcig_ops.errors import TCIGInputError
+
+ITER = 12
+SIZE = [48, 48]
+
+
+def _jobs(tmp_path, n=8, bad: int | None = 3) -> str:
+    """n small jobs on the demo layout (written once); job ``bad`` names a layout file that does not exist."""
+    from tcig_ops.demo import demo_layout
+    from tcig_ops.imageio import save_image
+    from tcig_ops.world import LAYOUT_HEX
+
+    save_image(demo_layout(48, 48), str(tmp_path / "lake.png"))
+    (tmp_path / "classes.json").write_text(json.dumps({LAYOUT_HEX[k]: k for k in ("sky", "mountain", "water")}))
+    lines = []
+    for i in range(n):
+        lines.append(
+            {
+                "id": f"job{i}",
+                "layout": "missing.png" if i == bad else "lake.png",
+                "classes": "classes.json",
+                "prompt": "a mountain lake",
+                "seed": i,
+                "size": SIZE,
+                "iterations": ITER,
+            }
+        )
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return str(path)
+
+
+def _batch(*args, timeout=600, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "tcig_ops", "batch", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw
+    )
+
+
+def _summary(out):
+    with open(os.path.join(out, "summary.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _models_dir(tiny):
+    return os.path.dirname(os.path.dirname(tiny["vqgan"]))
+
+
+def test_in_process_batch_outputs_summary_and_a_failed_job(tiny, tmp_path):
+    out = str(tmp_path / "out")
+    r = _batch(_jobs(tmp_path), "--models", _models_dir(tiny), "--out", out, "--threads", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = _summary(out)
+    assert sorted(x["id"] for x in rows) == [f"job{i}" for i in range(8)]
+    ok = [x for x in rows if x["status"] == "ok"]
+    failed = [x for x in rows if x["status"] == "failed"]
+    assert len(ok) == 7 and len(failed) == 1 and failed[0]["id"] == "job3"
+    assert "missing.png" in failed[0]["error"] and "not found" in failed[0]["error"]
+    for x in ok:
+        d = tmp_path / "out" / x["id"]
+        assert {p.name for p in d.iterdir()} == {"image.png", "target.png", "predicted.png", "report.json"}
+        rep = json.loads((d / "report.json").read_text())
+        assert rep["miou"] == pytest.approx(x["miou"]) and len(rep["history"]) == ITER
+        from PIL import Image
+
+        target = np.asarray(Image.open(d / "target.png"))
+        assert target.shape == (48, 48) and set(np.unique(target)) <= {1, 2, 3}
+    assert not (tmp_path / "out" / "job3").exists()
+    csv_lines = (tmp_path / "out" / "summary.csv").read_text().splitlines()
+    assert csv_lines[0] == "id,status,miou,seconds,worker,error" and len(csv_lines) == 9
+    # a rerun does nothing
+    again = _batch(_jobs(tmp_path), "--models", _models_dir(tiny), "--out", out, "--threads", "1")
+    assert again.returncode == 0 and "0 ok, 0 failed, 8 already done" in again.stdout
+    assert len(_summary(out)) == 8
+
+
+def test_interrupted_batch_resumes_with_only_the_missing_jobs(tiny, tmp_path):
+    out = str(tmp_path / "out")
+    jobs = _jobs(tmp_path, n=6, bad=None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tcig_ops", "batch", jobs, "--models", _models_dir(tiny), "--out", out, "--threads", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if os.path.isfile(os.path.join(out, "summary.jsonl")) and len(_summary(out)) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    proc.wait(60)
+    first = {x["id"] for x in _summary(out)}
+    assert 2 <= len(first) < 6
+    assert not [n for n in os.listdir(out) if n.startswith("job") and n not in first]  # no half-written job folder
+    r = _batch(jobs, "--models", _models_dir(tiny), "--out", out, "--threads", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = _summary(out)
+    assert sorted(x["id"] for x in rows) == [f"job{i}" for i in range(6)]  # each once
+    assert f"{6 - len(first)} ok, 0 failed, {len(first)} already done" in r.stdout
+
+
+def test_sampled_layouts_are_deterministic_by_seed(tmp_path):
+    from tcig_ops.batch import read_jobs, sample_jobs
+
+    a = sample_jobs(5, ["sky", "water", "grass", "road"], 7, str(tmp_path / "a"), (40, 32), 10)
+    b = sample_jobs(5, ["sky", "water", "grass", "road"], 7, str(tmp_path / "b"), (40, 32), 10)
+    c = sample_jobs(5, ["sky", "water", "grass", "road"], 8, str(tmp_path / "c"), (40, 32), 10)
+    assert open(a).read() == open(b).read() and open(a).read() != open(c).read()
+    for i in range(5):
+        name = f"layout-{i:05d}.png"
+        assert (tmp_path / "a" / "_sampled" / name).read_bytes() == (tmp_path / "b" / "_sampled" / name).read_bytes()
+    jobs = read_jobs(a)
+    assert len(jobs) == 5 and all(j.error is None and os.path.isfile(j.layout) and j.size == (40, 32) for j in jobs)
+    with pytest.raises(TCIGInputError, match="at least two"):
+        sample_jobs(2, ["sky"], 0, str(tmp_path / "d"))
+
+
+def test_bad_job_lines_fail_alone_and_duplicate_ids_are_refused(tmp_path):
+    from tcig_ops.batch import read_jobs
+
+    p = tmp_path / "jobs.jsonl"
+    p.write_text(
+        '{"id": "a", "layout": "x.png", "classes": {}, "prompt": "p"}\nnot json\n{"id": "../b", "layout": "x", "classes": {}, '
+        '"prompt": "p"}\n{"id": "c", "layout": "x.png", "classes": {}, "prompt": "p", "size": [0, 3]}\n'
+        '{"id": "d", "layout": "x.png", "classes": {}, "prompt": "p", "colour": 1}\n'
+    )
+    jobs = read_jobs(str(p))
+    assert [j.error is None for j in jobs] == [True, False, False, False, False]
+    assert "not valid JSON" in jobs[1].error and "plain folder name" in jobs[2].error and "size" in jobs[3].error
+    assert "unknown fields ['colour']" in jobs[4].error
+    p.write_text('{"id": "a", "layout": "x.png", "classes": {}, "prompt": "p"}\n' * 2)
+    with pytest.raises(TCIGInputError, match="used twice"):
+        read_jobs(str(p))
+
+
+def test_batch_cli_errors_are_one_line(tmp_path):
+    r = _batch("--out", str(tmp_path / "o"), "--models", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "JOBS.jsonl file or --sample-layouts" in r.stderr
+
+
+# ---- Ray ----------------------------------------------------------------------------------------
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray tests need ray: pip install -r requirements-dev.txt")
+
+
+@needs_ray
+def test_ray_local_two_workers_match_in_process_bit_for_bit(tiny, tmp_path):
+    jobs = _jobs(tmp_path)
+    out_ray, out_here = str(tmp_path / "ray"), str(tmp_path / "here")
+    r = _batch(jobs, "--models", _models_dir(tiny), "--out", out_ray, "--ray", "local", "--workers", "2", "--threads", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _summary(out_ray)
+    assert sorted(x["id"] for x in rows) == [f"job{i}" for i in range(8)]
+    assert sum(x["status"] == "ok" for x in rows) == 7 and [x["id"] for x in rows if x["status"] == "failed"] == ["job3"]
+    assert len({x["worker"] for x in rows if x["status"] == "ok"}) == 2  # both actors worked
+    h = _batch(jobs, "--models", _models_dir(tiny), "--out", out_here, "--threads", "1")
+    assert h.returncode == 0, h.stderr[-2000:]
+    for i in (0, 1, 2, 4, 5, 6, 7):
+        a = open(os.path.join(out_ray, f"job{i}", "image.png"), "rb").read()
+        b = open(os.path.join(out_here, f"job{i}", "image.png"), "rb").read()
+        assert a == b, f"job{i} differs between Ray and in-process"
+
+
+@needs_ray
+def test_ray_worker_killed_mid_run_every_job_finishes_once(tiny, tmp_path):
+    jobs = _jobs(tmp_path, n=8, bad=None)
+    lines = [json.loads(x) for x in open(jobs)]
+    for x in lines:
+        x["iterations"] = 40  # long enough to kill a worker inside a job
+    with open(jobs, "w") as f:
+        f.writelines(json.dumps(x) + "\n" for x in lines)
+    out = str(tmp_path / "out")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tcig_ops",
+            "batch",
+            jobs,
+            "--models",
+            _models_dir(tiny),
+            "--out",
+            out,
+            "--ray",
+            "local",
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pids_dir = os.path.join(out, "_workers")
+    deadline = time.time() + 300
+    killed = None
+    while time.time() < deadline and proc.poll() is None:
+        done = len(_summary(out)) if os.path.isfile(os.path.join(out, "summary.jsonl")) else 0
+        pids = os.listdir(pids_dir) if os.path.isdir(pids_dir) else []
+        if done >= 1 and len(pids) >= 2:
+            killed = int(pids[0].split(".")[0])
+            os.kill(killed, signal.SIGKILL)  # a worker dies in the middle of its next job
+            break
+        time.sleep(0.2)
+    assert killed is not None, "the batch ended before a worker could be killed"
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    rows = _summary(out)
+    assert sorted(x["id"] for x in rows) == [f"job{i}" for i in range(8)]  # every job exactly once
+    assert all(x["status"] == "ok" for x in rows), rows
+    assert len(os.listdir(pids_dir)) >= 3  # the killed actor was restarted
+    assert not [n for n in os.listdir(out) if n.startswith("_tmp-")]
