@@ -11,8 +11,9 @@ import re
 
 import torch
 
+from ..tcig_ops import metrics
 from ..tcig_ops.errors import TCIGInputError
-from ..tcig_ops.layout import Layout, close_matches, knows_label, layout_from_masks, vocabulary_to_layout
+from ..tcig_ops.layout import Layout, close_matches, knows_label, layout_from_masks
 from ..tcig_ops.metrics import iou_from_index_maps, mean_iou
 from ..tcig_ops.prompts import parse_region_prompts
 from ..tcig_ops.stage1 import Guide
@@ -81,17 +82,11 @@ def region_prompts(text: str) -> dict[str, str]:
 
 
 def predict_in_layout_space(segmenter, image_bchw: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, dict[str, int]]:
-    """The segmenter's decision (H,W) mapped to layout label indices (-1 = none), and label->class map.
-
-    Layout labels the segmenter does not know are left out of the map. An open-vocabulary
-    segmenter is asked about the layout's labels in this call only (nothing is stored on it).
-    """
-    vocabulary = segmenter.vocabulary(layout.labels)
-    lut, known = vocabulary_to_layout(vocabulary, segmenter.name, layout.labels)
+    """tcig_ops.metrics.predict_in_layout_space, refusing a segmenter that knows none of the labels."""
+    pred, known = metrics.predict_in_layout_space(segmenter, image_bchw, layout)
     if not known:
         raise TCIGInputError(f"segmenter {segmenter.name!r} knows none of the layout labels {layout.labels}")
-    pred = segmenter.predict(image_bchw.to(segmenter.mean.device), labels=segmenter.query(vocabulary))[0].cpu()
-    return lut[pred], known
+    return pred, known
 
 
 def evaluate(segmenter, image_bchw: torch.Tensor, layout: Layout) -> tuple[float, dict[str, float], torch.Tensor]:

@@ -166,7 +166,7 @@ class Worker:
     def _run(self, job: Job) -> dict:
         from . import runner
         from .imageio import save_image
-        from .layout import vocabulary_to_layout
+        from .metrics import predict_in_layout_space
         from .prompts import parse_region_prompts
         from .stage1 import Stage1Settings
 
@@ -197,17 +197,14 @@ class Worker:
 
         H, W = result.image.shape[-2:]
         lay = layout.resized(H, W)
-        seg = self.models.segmenters[0]
-        vocabulary = seg.vocabulary(lay.labels)
-        pred = seg.predict(result.image.to(seg.mean.device), labels=seg.query(vocabulary))[0].cpu()
-        lut, _ = vocabulary_to_layout(vocabulary, seg.name, lay.labels)
+        pred, _ = predict_in_layout_space(self.models.segmenters[0], result.image, lay)
         final = os.path.join(self.out, job.id)
         tmp = os.path.join(self.out, f"_tmp-{job.id}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         save_image(result.image, os.path.join(tmp, "image.png"))
         _save_index_map(lay.index_map(), os.path.join(tmp, "target.png"))
-        _save_index_map(lut[pred], os.path.join(tmp, "predicted.png"))
+        _save_index_map(pred, os.path.join(tmp, "predicted.png"))
         data = stage1_report(result, self.device, {"job": job.id, "seed": job.seed, "size": list(job.size), **o})
         data["labels"] = lay.labels
         with open(os.path.join(tmp, "report.json"), "w", encoding="utf-8") as f:

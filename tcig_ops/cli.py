@@ -203,18 +203,7 @@ def _batch(a) -> int:
     if a.ray is not None:
         batch.ray_or_explain()
     if a.models:
-        m = runner.manifest(a.models)
-
-        def resolve(p):
-            return p if os.path.isabs(p) else os.path.join(a.models, p)
-
-        models = {
-            "vqgan": resolve(m["vqgan"]),
-            "clip": resolve(m["clip"]) if m.get("clip") else None,
-            "clip_arch": m.get("clip_arch"),
-            "vqgan_config": resolve(m["vqgan_config"]) if m.get("vqgan_config") else None,
-            "segmenters": [resolve(p) for p in m["segmenters"][:1]],
-        }
+        models = runner.manifest_models(a.models)
     elif a.vqgan and a.segmenter:
         models = {"vqgan": a.vqgan, "clip": a.clip, "clip_arch": a.clip_arch, "vqgan_config": a.vqgan_config, "segmenters": a.segmenter}
     else:

@@ -52,7 +52,7 @@ def demo_painting(width: int, height: int) -> str:
 
 def prepare_demo(models_dir: str | None, out_dir: str, size: tuple[int, int]) -> dict:
     """Make sure models exist, write the layout PNG + class map; return paths for stage 1."""
-    from .runner import manifest
+    from .runner import manifest_models
 
     if models_dir is None:
         from .tiny import cache_dir
@@ -62,22 +62,10 @@ def prepare_demo(models_dir: str | None, out_dir: str, size: tuple[int, int]) ->
             from .tiny import write_tiny_models
 
             write_tiny_models(models_dir)
-    m = manifest(models_dir)
-
-    def resolve(p):
-        return p if os.path.isabs(p) else os.path.join(models_dir, p)
-
+    models = manifest_models(models_dir)
     os.makedirs(out_dir, exist_ok=True)
     layout_path = save_image(demo_layout(*size), os.path.join(out_dir, "layout.png"))
     classes_path = os.path.join(out_dir, "classes.json")
     with open(classes_path, "w", encoding="utf-8") as f:
         json.dump({LAYOUT_HEX[k]: k for k in DEMO_LABELS}, f, indent=1)
-    return {
-        "vqgan": resolve(m["vqgan"]),
-        "vqgan_config": resolve(m["vqgan_config"]) if m.get("vqgan_config") else None,
-        "clip": resolve(m["clip"]) if m.get("clip") else None,
-        "clip_arch": m.get("clip_arch"),
-        "segmenters": [resolve(p) for p in m["segmenters"][:1]],
-        "layout": layout_path,
-        "classes": classes_path,
-    }
+    return {**models, "layout": layout_path, "classes": classes_path}

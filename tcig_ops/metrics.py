@@ -53,6 +53,18 @@ def to_layout_space(vocab_pred: torch.Tensor, layout: Layout, label_to_vocab: di
     return lut[vocab_pred.clamp(0, size)]
 
 
+def predict_in_layout_space(segmenter, image: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, dict[str, int]]:
+    """The segmenter's decision for image (1,3,H,W) as layout label indices (H,W) on the CPU (-1 = none
+    of the layout's labels), and {layout label: class index} for the labels it knows. An
+    open-vocabulary segmenter is asked about the layout's labels in this call only."""
+    from .layout import vocabulary_to_layout
+
+    vocabulary = segmenter.vocabulary(layout.labels)
+    lut, known = vocabulary_to_layout(vocabulary, segmenter.name, layout.labels)
+    pred = segmenter.predict(image.to(segmenter.mean.device), labels=segmenter.query(vocabulary))[0].cpu()
+    return lut[pred], known
+
+
 def layout_iou(vocab_pred: torch.Tensor, layout: Layout, label_to_vocab: dict[str, int]) -> dict[str, float]:
     """IoU per layout label of a segmenter's argmax (H, W) over its own vocabulary.
 

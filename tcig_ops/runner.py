@@ -129,19 +129,34 @@ def write_outputs(
 
 def side_by_side_panel(image: torch.Tensor, layout: Layout, segmenter: Segmenter) -> torch.Tensor:
     """layout | result | the segmenter's view of the result (in layout colours), (3, H, 3W+gaps)."""
-    from .layout import vocabulary_to_layout
+    from .metrics import predict_in_layout_space
 
     H, W = image.shape[-2:]
     lay = layout.resized(H, W)
     colours = palette(len(lay.labels))
-    vocabulary = segmenter.vocabulary(lay.labels)
-    pred = segmenter.predict(image.to(segmenter.mean.device), labels=segmenter.query(vocabulary))[0].cpu()
-    lut, _ = vocabulary_to_layout(vocabulary, segmenter.name, lay.labels)
-    return side_by_side(colourise(lay.index_map(), colours), image[0].cpu(), overlay(image, lut[pred], colours))
+    pred, _ = predict_in_layout_space(segmenter, image, lay)
+    return side_by_side(colourise(lay.index_map(), colours), image[0].cpu(), overlay(image, pred, colours))
 
 
 def load_layout(path: str, class_map: str) -> Layout:
     return layout_from_colour_image(load_image(path, "layout"), read_class_map(class_map))
+
+
+def manifest_models(folder: str) -> dict:
+    """The model paths of a models folder's manifest.json (relative ones resolved against the
+    folder): vqgan, vqgan_config, clip, clip_arch and the first (guiding) segmenter."""
+    m = manifest(folder)
+
+    def resolve(p):
+        return p if os.path.isabs(p) else os.path.join(folder, p)
+
+    return {
+        "vqgan": resolve(m["vqgan"]),
+        "vqgan_config": resolve(m["vqgan_config"]) if m.get("vqgan_config") else None,
+        "clip": resolve(m["clip"]) if m.get("clip") else None,
+        "clip_arch": m.get("clip_arch"),
+        "segmenters": [resolve(p) for p in m["segmenters"][:1]],
+    }
 
 
 def manifest(folder: str) -> dict:
