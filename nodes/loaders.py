@@ -31,7 +31,7 @@ class TCIGVQGANLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vqgan_name) -> io.NodeOutput:
-        path = model_folders.weight_path("vqgan", vqgan_name)
+        path = model_folders.resolve_or_download("vqgan", vqgan_name, _progress()) or model_folders.weight_path("vqgan", vqgan_name)
         return io.NodeOutput(model_cache.cached("vqgan", path, (), lambda: load_vqgan(path)))
 
 
@@ -59,7 +59,7 @@ class TCIGCLIPLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip_name, architecture="") -> io.NodeOutput:
-        path = model_folders.weight_path("tcig_clip", clip_name)
+        path = model_folders.resolve_or_download("tcig_clip", clip_name, _progress()) or model_folders.weight_path("tcig_clip", clip_name)
         arch = architecture.strip() or None
         if arch and arch.lower().endswith(".json"):  # a config file: only from the tcig_clip folders
             arch = model_folders.config_path("tcig_clip", arch)
@@ -87,5 +87,21 @@ class TCIGSegmenterLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, segmenter_name) -> io.NodeOutput:
-        path = model_folders.segmenter_path(segmenter_name)
+        path = model_folders.resolve_or_download("segmenters", segmenter_name, _progress()) or model_folders.segmenter_path(segmenter_name)
         return io.NodeOutput(model_cache.cached("segmenter", path, (), lambda: load_segmenter(path)))
+
+
+def _progress():
+    """ComfyUI's progress bar, in bytes, for a first-run download."""
+    import comfy.utils
+
+    state = {}
+
+    def update(done: int, total: int | None) -> None:
+        if not total:
+            return
+        if state.get("total") != total:
+            state["bar"], state["total"] = comfy.utils.ProgressBar(total), total
+        state["bar"].update_absolute(done, total)
+
+    return update

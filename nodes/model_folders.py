@@ -27,8 +27,40 @@ def register() -> None:
         folder_paths.folder_names_and_paths[name] = (paths, set(exts))
 
 
+DOWNLOAD = " (download)"  # the mark of a known model that is not on disk yet
+
+
 def weight_files(name: str) -> list[str]:
-    return folder_paths.get_filename_list(name)
+    """Files present in the folder, then the known models of this kind, marked '(download)' (none
+    when downloads are turned off). A known model stays listed once it is on disk: a shared
+    workflow that names it then works on every machine, and it is fetched only where missing."""
+    return folder_paths.get_filename_list(name) + _downloadable(name)
+
+
+def _downloadable(kind: str) -> list[str]:
+    from ..tcig_ops import fetch
+
+    if not fetch.downloads_enabled():
+        return []
+    return [n + DOWNLOAD for n, spec in fetch.KNOWN_MODELS.items() if spec["kind"] == kind]
+
+
+def download_folder(kind: str) -> str:
+    """Where a first-run download goes: the first folder of that kind from extra_model_paths.yaml
+    (where such users keep models), else ComfyUI's own models/<kind>."""
+    default = os.path.join(folder_paths.models_dir, kind)
+    paths = folder_paths.get_folder_paths(kind)
+    extra = [p for p in paths if os.path.abspath(p) != os.path.abspath(default)]
+    return extra[0] if extra else default
+
+
+def resolve_or_download(kind: str, name: str, progress=None) -> str | None:
+    """The known model behind a '<name> (download)' entry, fetched on first use; None for other names."""
+    if not name.endswith(DOWNLOAD):
+        return None
+    from ..tcig_ops import fetch
+
+    return fetch.fetch_into(name[: -len(DOWNLOAD)], download_folder(kind), progress)
 
 
 def weight_path(folder: str, filename: str) -> str:
@@ -42,7 +74,12 @@ def config_path(folder: str, name: str) -> str:
 
 
 def segmenter_folders() -> list[str]:
-    """Sub-folders of every segmenters path that hold a transformers config.json."""
+    """Sub-folders of every segmenters path that hold a transformers config.json, then the known
+    segmenters marked '(download)' (see weight_files)."""
+    return present_segmenter_folders() + _downloadable("segmenters")
+
+
+def present_segmenter_folders() -> list[str]:
     out = set()
     for root in folder_paths.get_folder_paths("segmenters"):
         if not os.path.isdir(root):
@@ -61,5 +98,5 @@ def segmenter_path(name: str) -> str:
         if os.path.commonpath([path, os.path.abspath(root)]) == os.path.abspath(root) and os.path.isfile(os.path.join(path, "config.json")):
             return path
     raise TCIGInputError(
-        f"segmenter {name!r} not found in models/segmenters (a folder with config.json); folders: {segmenter_folders()[:8]}"
+        f"segmenter {name!r} not found in models/segmenters (a folder with config.json); folders: {present_segmenter_folders()[:8]}"
     )

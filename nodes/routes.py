@@ -26,7 +26,7 @@ MAX_LABEL_CHARS = 200
 def installed_segmenters() -> list[dict]:
     """[{"name", "labels" (None for open vocabulary), "open_vocabulary"}] for every segmenter folder."""
     out = []
-    for name in model_folders.segmenter_folders():
+    for name in model_folders.present_segmenter_folders():
         try:
             info = describe_folder(model_folders.segmenter_path(name))
         except TCIGInputError as exc:

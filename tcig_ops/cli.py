@@ -6,6 +6,7 @@ Bad input exits with status 2 and a single ``error: ...`` line on stderr.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -52,6 +53,11 @@ def _build() -> argparse.ArgumentParser:
     _stage1_args(d, size=96)
     d.add_argument("--models", default=None, help="folder with manifest.json (default: .cache/tiny-models, written if absent)")
     d.add_argument("--out-dir", default="demo_output")
+
+    f = sub.add_parser("fetch-models", help="download known models (the paper's set by default) into DIR + manifest.json")
+    f.add_argument("names", nargs="*", help="known model names (default: the paper's VQGAN, ViT-B-32, SegFormer-b0, CLIPSeg)")
+    f.add_argument("--dir", required=True, help="models folder: DIR/vqgan, DIR/tcig_clip, DIR/segmenters, DIR/manifest.json")
+    f.add_argument("--list", action="store_true", help="list the known models and whether DIR has them")
 
     b = sub.add_parser("batch", help="many stage-1 jobs (JOBS.jsonl or sampled layouts), here or on Ray; resumable")
     b.add_argument("jobs", nargs="?", help="JOBS.jsonl: one job per line (see README, 'Making a dataset')")
@@ -193,6 +199,37 @@ def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report
     return 0
 
 
+def _fetch(a) -> int:
+    from . import fetch
+
+    if a.list:
+        for name, spec in fetch.KNOWN_MODELS.items():
+            print(f"{name:<38} {spec['kind']:<11} {'present' if fetch.is_present(name, a.dir) else 'not downloaded'}")
+        return 0
+    names = a.names or fetch.DEFAULT_SET
+    for n in names:
+        fetch._check(n)
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def progress(done, total):
+        bar = bars.get("bar")
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = bars["bar"] = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        m = fetch.fetch_models(names, a.dir, progress)
+    finally:
+        if bars.get("bar") is not None:
+            bars["bar"].close()
+    print(f"wrote {os.path.join(a.dir, 'manifest.json')}: {json.dumps(m)}")
+    return 0
+
+
 def _batch(a) -> int:
     from . import batch, runner
 
@@ -244,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if a.command == "batch":
             return _batch(a)
+        if a.command == "fetch-models":
+            return _fetch(a)
         if a.command == "demo":
             from .demo import prepare_demo
 

@@ -76,6 +76,11 @@ def server(tiny, tmp_path_factory):
     sd = tiny_sd_checkpoint(comfy, str(ROOT / ".cache" / "e2e"))
     base = tmp_path_factory.mktemp("comfy_base")
     yaml_path = prepare_base(str(base), str(tmp_path_factory.mktemp("extra_models")), tiny, sd)
-    srv = ComfyServer(comfy, str(base), yaml_path, str(base / "server.log"))
+    from e2e.file_server import Files, tiny_model_files
+
+    hub = Files(tiny_model_files(tiny))  # stands in for the model hub: known models download from loopback
+    srv = ComfyServer(comfy, str(base), yaml_path, str(base / "server.log"), env={"TCIG_MODEL_BASE_URL": hub.url})
+    srv.hub = hub
     yield srv
     srv.stop()
+    hub.shutdown()

@@ -33,7 +33,7 @@ NODES = [
     "TCIGIoUEvaluate",
 ]
 SIZE = 64
-TINY_NAMES = {"segformer-b0-finetuned-ade-512-512": "tiny-segformer-a", "clipseg-rd64-refined": "tiny-clipseg"}
+TINY_NAMES = {"segformer-b0-finetuned-ade-512-512 (download)": "tiny-segformer-a", "clipseg-rd64-refined (download)": "tiny-clipseg"}
 
 
 def load_api(name: str) -> dict:
@@ -296,3 +296,44 @@ def test_segmenter_label_routes(server):
     except urllib.error.HTTPError as e:
         assert e.code == 400
     assert server.get("/system_stats")  # still serving
+
+
+def test_known_models_download_on_first_use_through_the_nodes(server):
+    """The two-stage workflow as shipped names '(download)' entries: VQGAN, guidance CLIP and
+    SegFormer come from the loopback stand-in for the hub into the extra_model_paths.yaml folders,
+    then the graph runs; a second run fetches nothing."""
+    info = server.get("/object_info")
+    assert "vqgan_imagenet_f16_16384 (download)" in json.dumps(info["TCIGVQGANLoader"]["input"]["required"]["vqgan_name"])
+    assert "segformer-b0-finetuned-ade-512-512 (download)" in json.dumps(info["TCIGSegmenterLoader"]["input"]["required"])
+    prompt = tiny_version(load_api("tcig_two_stage"), iterations=5)
+    prompt["1"]["inputs"]["vqgan_name"] = "vqgan_imagenet_f16_16384 (download)"
+    prompt["2"]["inputs"].update(clip_name="open_clip_vit_b32 (download)", architecture="")
+    prompt["3"]["inputs"]["segmenter_name"] = "segformer-b0-finetuned-ade-512-512 (download)"
+    before = len(server.hub.gets)
+    extra = next(pathlib.Path(server.base).parent.glob("extra_models*"))
+    made = [
+        extra / "vqgan" / "vqgan_imagenet_f16_16384.ckpt",
+        extra / "vqgan" / "vqgan_imagenet_f16_16384.yaml",
+        extra / "tcig_clip" / "open_clip_vit_b32.bin",
+        extra / "tcig_clip" / "open_clip_vit_b32.json",
+        extra / "segmenters" / "segformer-b0-finetuned-ade-512-512",
+    ]
+    try:
+        hist = server.wait(server.queue(prompt))
+        assert hist["status"]["status_str"] == "success", hist["status"]
+        got = {p for p, _ in server.hub.gets[before:]}
+        assert {
+            "/vqgan_imagenet_f16_16384/vqgan_imagenet_f16_16384.ckpt",
+            "/open_clip_vit_b32/open_clip_vit_b32.bin",
+            "/segformer-b0-finetuned-ade-512-512/config.json",
+        } <= got
+        assert all(p.exists() for p in made)
+        n = len(server.hub.gets)
+        again = server.wait(server.queue(prompt))
+        assert again["status"]["status_str"] == "success" and len(server.hub.gets) == n  # nothing fetched twice
+    finally:
+        import shutil
+
+        locks = [lock for sub in ("vqgan", "tcig_clip", "segmenters") for lock in (extra / sub).glob("*.lock")]
+        for p in made + locks:  # the extra folders link to the tiny-model cache: leave it as it was
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

@@ -78,12 +78,12 @@ def L(node: int, slot: int = 0):
     return ("link", node, slot)
 
 
-def _common(seg_name="segformer-b0-finetuned-ade-512-512", layout="painter"):
+def _common(seg_name="segformer-b0-finetuned-ade-512-512 (download)", layout="painter"):
     """Loaders, the layout and one guide. The layout is painted in the workflow itself (no input
     file to copy), or, for the colour-image variant, a LoadImage + class map."""
     g = {
-        1: ("TCIGVQGANLoader", {"vqgan_name": "vqgan_imagenet_f16_16384.ckpt"}),
-        2: ("TCIGCLIPLoader", {"clip_name": "open_clip_vit_b32.safetensors", "architecture": "ViT-B-32"}),
+        1: ("TCIGVQGANLoader", {"vqgan_name": "vqgan_imagenet_f16_16384 (download)"}),
+        2: ("TCIGCLIPLoader", {"clip_name": "open_clip_vit_b32 (download)", "architecture": ""}),
         3: ("TCIGSegmenterLoader", {"segmenter_name": seg_name}),
         6: ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": ""}),
     }
@@ -203,7 +203,7 @@ def colour_image():
 
 def multi_segmenter():
     g = _common()
-    g[23] = ("TCIGSegmenterLoader", {"segmenter_name": "clipseg-rd64-refined"})
+    g[23] = ("TCIGSegmenterLoader", {"segmenter_name": "clipseg-rd64-refined (download)"})
     g[6] = ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": "sky, mountain"})
     g[24] = ("TCIGSegmenterGuide", {"segmenter": L(23), "guides": L(6), "weight": 1.0, "classes": "water"})
     g[7] = _stage1(node_guides=24, node_layout=5)

@@ -87,7 +87,7 @@ def prepare_base(base: str, extra: str, tiny: dict, sd_ckpt: str) -> str:
 
 
 class ComfyServer:
-    def __init__(self, comfy: str, base: str, yaml_path: str, log_path: str):
+    def __init__(self, comfy: str, base: str, yaml_path: str, log_path: str, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base = base
@@ -109,6 +109,7 @@ class ComfyServer:
                 "--disable-metadata",
             ],
             cwd=comfy,
+            env=dict(os.environ, **(env or {})),
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
