@@ -116,33 +116,22 @@ def test_fetch_models_first_run_loads_and_second_run_fetches_nothing(server, tin
 
 
 def test_fetch_models_cli_writes_a_manifest(server, tmp_path):
-    env = dict(os.environ, TCIG_MODEL_BASE_URL=server.url)
     root = tmp_path / "m"
-    r = subprocess.run(
-        [sys.executable, "-m", "tcig_ops", "fetch-models", "vqgan_imagenet_f16_16384", "--dir", str(root)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def fetch_cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "tcig_ops", "fetch-models", *args, "--dir", str(root)],
+            cwd=ROOT,
+            env=dict(os.environ, TCIG_MODEL_BASE_URL=server.url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    r = fetch_cli("vqgan_imagenet_f16_16384")
     assert r.returncode == 0, r.stderr
     assert json.loads((root / "manifest.json").read_text())["vqgan"] == "vqgan/vqgan_imagenet_f16_16384.ckpt"
-    r = subprocess.run(
-        [sys.executable, "-m", "tcig_ops", "fetch-models", "nonsense", "--dir", str(root)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = fetch_cli("nonsense")
     assert r.returncode == 2 and "not a known model" in r.stderr
-    r = subprocess.run(
-        [sys.executable, "-m", "tcig_ops", "fetch-models", "--list", "--dir", str(root)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = fetch_cli("--list")
     assert "vqgan_imagenet_f16_16384" in r.stdout and "present" in r.stdout
