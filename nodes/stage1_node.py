@@ -11,7 +11,7 @@ from ..tcig_ops.clip_guide import ClipGuide
 from ..tcig_ops.errors import TCIGInputError
 from ..tcig_ops.prompts import parse_prompts, parse_region_prompts
 from ..tcig_ops.report import iou_text
-from ..tcig_ops.stage1 import Guide, RegionPrompt, Stage1Settings, run_stage1
+from ..tcig_ops.stage1 import Guide, Stage1Settings, region_prompts_from_text, run_stage1
 from . import glue
 from .device import on_compute_device
 from .types import CLIP, GUIDES, LAYOUT, VQGAN
@@ -148,10 +148,7 @@ class TCIGStage1(io.ComfyNode):
         with on_compute_device(vqgan, tcig_clip, *segmenters):
             with torch.inference_mode(False):  # its text embeddings take part in the backward pass
                 clip_guide = ClipGuide(tcig_clip, prompts, cutn=cutn, cut_pow=cut_pow) if prompts else None
-                region_guides = [
-                    RegionPrompt(label, ClipGuide(tcig_clip, parse_prompts(text), cutn=cutn, cut_pow=cut_pow))
-                    for label, text in regions.items()
-                ]
+                region_guides = region_prompts_from_text(tcig_clip, regions, cutn, cut_pow)
             bound = [Guide(g.segmenter, g.weight, g.classes) for g in guides]
             result = run_stage1(
                 vqgan,

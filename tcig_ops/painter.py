@@ -184,6 +184,7 @@ def layout_from_painting(text: str) -> tuple[Layout, list[str], list[str]]:
 
 def preview_image(layout: Layout, colors: list[str]) -> torch.Tensor:
     """(3, H, W) 0..1: each labelled pixel in its painter colour, ignored pixels black."""
-    rgb = torch.tensor([[int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in colors] + [[0.0, 0.0, 0.0]])
-    idx = layout.index_map()
-    return rgb[torch.where(idx < 0, torch.full_like(idx, len(colors)), idx)].permute(2, 0, 1)
+    from .imageio import colourise
+
+    rgb = torch.tensor([[int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in colors])
+    return colourise(layout.index_map(), rgb)

@@ -80,16 +80,13 @@ def load_models(vqgan: str, clip: str | None, segmenters: list[str], device="cpu
 
 def region_guides(models: Models, region_prompts: dict[str, str] | None, cutn: int, cut_pow: float) -> list:
     """{label: prompt} -> RegionPrompt list (one CLIP guide per region); needs a CLIP model."""
-    from .stage1 import RegionPrompt
+    from .stage1 import region_prompts_from_text
 
     if not region_prompts:
         return []
     if models.clip is None:
         raise TCIGInputError("region prompts need a guidance CLIP (--clip); give one or leave the region prompts out")
-    return [
-        RegionPrompt(label, ClipGuide(models.clip, parse_prompts(text), cutn=cutn, cut_pow=cut_pow))
-        for label, text in region_prompts.items()
-    ]
+    return region_prompts_from_text(models.clip, region_prompts, cutn, cut_pow)
 
 
 def run(

@@ -508,6 +508,13 @@ class RegionPrompt:
     weight: float | None = None
 
 
+def region_prompts_from_text(clip, texts: dict[str, str], cutn: int, cut_pow: float) -> list[RegionPrompt]:
+    """{label: 'text[:weight] | ...'} -> one RegionPrompt (its own CLIP guide) per region."""
+    from .prompts import parse_prompts
+
+    return [RegionPrompt(label, ClipGuide(clip, parse_prompts(text), cutn=cutn, cut_pow=cut_pow)) for label, text in texts.items()]
+
+
 def _check_regions(regions: list[RegionPrompt], layout: Layout) -> list[RegionPrompt]:
     unknown = [r.label for r in regions if r.label not in layout.labels]
     if unknown:
