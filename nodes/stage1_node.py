@@ -93,6 +93,13 @@ class TCIGStage1(io.ComfyNode):
                     max=10000,
                     tooltip="Stop when the guides' mIoU has not improved for this many steps; 0 = off.",
                 ),
+                io.Boolean.Input(
+                    "start_from_layout",
+                    default=True,
+                    optional=True,  # workflows saved before it existed still run (as if on)
+                    tooltip="Without an init image, start from a smooth colour field the segmenters already read as the "
+                    "layout (a fraction of a step's time) instead of random codes.",
+                ),
             ],
             outputs=[io.Image.Output(display_name="image"), io.String.Output(display_name="report")],
         )
@@ -118,6 +125,7 @@ class TCIGStage1(io.ComfyNode):
         region_prompts="",
         coarse_to_fine=True,
         plateau_steps=0,
+        start_from_layout=True,
     ) -> io.NodeOutput:
         settings = Stage1Settings(
             width=width,
@@ -128,6 +136,7 @@ class TCIGStage1(io.ComfyNode):
             clip_weight=clip_weight if tcig_clip is not None else 0.0,
             target_miou=target_miou or None,
             plateau_steps=plateau_steps or None,
+            **({} if start_from_layout else {"layout_start_steps": 0}),
             **({} if coarse_to_fine else {"levels": None, "level_steps": None, "level_lr": None}),
         )
         regions = parse_region_prompts(region_prompts)

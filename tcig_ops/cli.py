@@ -108,8 +108,16 @@ def _stage1_args(s, iterations: int = 300, size: int = 128) -> None:
         help="coarse-to-fine scales of the latent grid ending at 1, e.g. 0.5 1 (1 alone: full size only)",
     )
     s.add_argument("--level-steps", type=float, nargs="+", default=None, metavar="SHARE", help="share of the iterations per level")
+    s.add_argument("--level-lr", type=float, nargs="+", default=None, metavar="FACTOR", help="learning-rate factor per level")
     s.add_argument("--plateau-steps", type=int, default=None, metavar="N", help="stop when mIoU has not improved for N steps (0: never)")
     s.add_argument("--init-image", help="start from this image instead of random codes")
+    s.add_argument(
+        "--layout-start-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="steps of the colour field the run starts from when there is no init image (0: random codes)",
+    )
     s.add_argument("--device", default="cpu")
 
 
@@ -122,11 +130,17 @@ def _settings(a):
         raise TCIGInputError("--lr, --clip-weight and --cut-pow must be finite numbers")
     extra = {}
     if a.levels is not None:
-        extra.update(levels=tuple(a.levels), level_steps=tuple(a.level_steps) if a.level_steps else None, level_lr=None)
-    elif a.level_steps is not None:
-        raise TCIGInputError("--level-steps needs --levels")
+        extra.update(
+            levels=tuple(a.levels),
+            level_steps=tuple(a.level_steps) if a.level_steps else None,
+            level_lr=tuple(a.level_lr) if a.level_lr else None,
+        )
+    elif a.level_steps is not None or a.level_lr is not None:
+        raise TCIGInputError("--level-steps and --level-lr need --levels")
     if a.plateau_steps is not None:
         extra["plateau_steps"] = a.plateau_steps or None
+    if a.layout_start_steps is not None:
+        extra["layout_start_steps"] = a.layout_start_steps
     return Stage1Settings(
         width=a.size[0],
         height=a.size[1],

@@ -88,6 +88,8 @@ def test_cli_two_segmenters_with_subsets(tiny, layout_files, tmp_path):
         "64",
         "--iterations",
         "60",
+        "--layout-start-steps",
+        "0",  # from random codes, so that each guide's classes have room to rise
         "--out",
         str(tmp_path / "o.png"),
         "--report",
@@ -184,8 +186,13 @@ def test_cli_region_prompts_levels_and_plateau(tiny, layout_files, tmp_path):
         "--level-steps",
         "1",
         "1",
+        "--level-lr",
+        "2",
+        "1",
         "--plateau-steps",
         "0",
+        "--layout-start-steps",
+        "5",
         "--report",
         str(tmp_path / "r.json"),
     )
@@ -193,6 +200,10 @@ def test_cli_region_prompts_levels_and_plateau(tiny, layout_files, tmp_path):
     data = json.loads((tmp_path / "r.json").read_text())
     assert [h["level"] for h in data["history"]] == [0, 0, 0, 1, 1, 1]
     assert all("region:water" in h for h in data["history"])
+    assert "started from the layout (5 colour-field steps)" in data["notes"]
     _bad(cli(*base, "--region-prompt", "lake: water"), "lake", "not in the layout", "sky")
     _bad(cli(*base, "--region-prompt", "no colon"), "label: prompt")
     _bad(cli(*base, "--levels", "1", "0.5"), "levels")
+    _bad(cli(*base, "--layout-start-steps", "-1"), "layout_start_steps")
+    _bad(cli(*base, "--level-lr", "2", "1"), "need --levels")
+    _bad(cli(*base, "--levels", "0.5", "1", "--level-lr", "2"), "level_lr")

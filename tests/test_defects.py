@@ -206,7 +206,8 @@ def _nan_gradient_from_call(seg, k):
 @pytest.mark.parametrize("k", [0, 4])
 def test_nan_gradient_at_step_k_keeps_the_image_of_step_k_minus_1(models, k):
     layout = region_layout("road", 32)
-    settings = Stage1Settings(width=32, height=32, iterations=20, levels=None)
+    # random codes: the layout start would run the guide (and its NaN) before step 0
+    settings = Stage1Settings(width=32, height=32, iterations=20, levels=None, layout_start_steps=0)
     seen = {}
     ref = run_stage1(
         models["vqgan"], layout, [Guide(models["seg_a"])], settings, callback=lambda info: seen.setdefault(info.step, info.image().clone())
@@ -217,7 +218,10 @@ def test_nan_gradient_at_step_k_keeps_the_image_of_step_k_minus_1(models, k):
     if k == 0:
         assert any("starting latent" in n for n in r.notes), r.notes
         start = run_stage1(
-            models["vqgan"], layout, [Guide(models["seg_a"])], Stage1Settings(width=32, height=32, iterations=1, lr=1e-12, levels=None)
+            models["vqgan"],
+            layout,
+            [Guide(models["seg_a"])],
+            Stage1Settings(width=32, height=32, iterations=1, lr=1e-12, levels=None, layout_start_steps=0),
         )
         assert torch.allclose(r.image, start.image, atol=1e-4)
     else:
@@ -236,10 +240,29 @@ def test_nan_loss_still_stops_cleanly(models):
         return p * float("nan") if len(calls) > 4 else p
 
     seg.forward = forward
-    r = run_stage1(
-        models["vqgan"], region_layout("road", 32), [Guide(seg)], Stage1Settings(width=32, height=32, iterations=20, levels=None)
-    )
+    s = Stage1Settings(width=32, height=32, iterations=20, levels=None, layout_start_steps=0)
+    r = run_stage1(models["vqgan"], region_layout("road", 32), [Guide(seg)], s)
     assert r.stopped == "non_finite" and r.steps == 4 and torch.isfinite(r.image).all()
+
+
+def test_nan_during_the_layout_start_keeps_its_last_finite_colours(models):
+    """A guide that turns NaN while the layout start runs: the start keeps its last finite colour
+    field, so the run begins from finite codes and its own NaN check takes over from there."""
+    from tcig_ops.stage1 import layout_start_image
+
+    layout = region_layout("road", 32)
+    for k in (0, 10):
+        img = layout_start_image(layout, [Guide(_nan_gradient_from_call(models["seg_a"], k))], 30)
+        assert torch.isfinite(img).all()
+        if k == 0:  # nothing finite was ever computed: the plain grey start
+            assert torch.equal(img, torch.full_like(img, 0.5))
+        else:
+            clean = layout_start_image(layout, [Guide(models["seg_a"])], k)
+            assert torch.allclose(img, clean, atol=1e-6)
+    r = run_stage1(
+        models["vqgan"], layout, [Guide(_nan_gradient_from_call(models["seg_a"], 10))], Stage1Settings(width=32, height=32, iterations=5)
+    )
+    assert torch.isfinite(r.image).all() and r.stopped == "non_finite"
 
 
 # --- 6. host-device syncs ---------------------------------------------------------------------

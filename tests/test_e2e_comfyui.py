@@ -150,6 +150,8 @@ def test_clipseg_guide_steers_water_in_the_multi_segmenter_workflow(server):
     IoU as that guide judges it (the stage-1 report) is higher than with the guide's weight at
     0. (Before the fix a one-class CLIPSeg guide had no gradient: both runs were alike.)"""
     base = tiny_version(load_api("tcig_multi_segmenter"), iterations=150)
+    # from random codes: the layout start would already hold the water that the guide is to bring
+    base["7"]["inputs"]["start_from_layout"] = False
     results = {}
     for weight in (1.0, 0.0):
         prompt = copy.deepcopy(base)
@@ -164,10 +166,14 @@ def test_clipseg_guide_steers_water_in_the_multi_segmenter_workflow(server):
 
 def test_stage1_reaches_layout_in_comfyui(server):
     prompt = tiny_version(load_api("tcig_stage1_only"), iterations=300)
+    # an API workflow saved before start_from_layout existed still runs (and starts from the layout)
+    del prompt["7"]["inputs"]["start_from_layout"]
     hist = server.wait(server.queue(prompt))
     report = json.loads(sorted((pathlib.Path(server.base) / "output" / "TCIG").glob("iou_stage1_only_*.json"))[-1].read_text())
     assert hist["status"]["status_str"] == "success"
     assert report["miou"] >= 0.85, report
+    text = next(t for out in hist["outputs"].values() for t in out.get("text", []) if t.startswith("stage 1 ("))
+    assert "started from the layout" in text, text
 
 
 def test_cancel_stops_promptly_and_next_prompt_runs(server):

@@ -11,9 +11,11 @@ from tcig_ops.clip_guide import ClipGuide
 from tcig_ops.errors import TCIGInputError
 from tcig_ops.prompts import parse_prompts, parse_region_prompts
 from tcig_ops.stage1 import (
+    COARSE_LR,
     Guide,
     RegionPrompt,
     Stage1Settings,
+    _levels,
     _region_box,
     balanced_pixel_weights,
     level_sizes,
@@ -24,10 +26,13 @@ from tcig_ops.stage1 import (
 def test_level_sizes_follow_the_factor_for_any_aspect():
     s = Stage1Settings(width=256, height=192, iterations=100, levels=(0.25, 0.5, 1.0), level_steps=(0.2, 0.3, 0.5))
     assert level_sizes(s, 16) == [(64, 48, 20), (128, 96, 30), (256, 192, 50)]
+    assert [lr for *_, lr in _levels(s, 16)] == [COARSE_LR, COARSE_LR, 1.0]  # the default: coarse levels faster
+    assert [lr for *_, lr in _levels(Stage1Settings(levels=(0.5, 1.0), level_lr=(3.0, 0.5)), 16)] == [3.0, 0.5]
     tiny = Stage1Settings(width=48, height=32, iterations=10, levels=(0.1, 1.0))
     assert level_sizes(tiny, 16) == [(16, 16, 5), (48, 32, 5)]  # at least one latent cell a side
     merged = Stage1Settings(width=16, height=16, iterations=10, levels=(0.5, 1.0))
     assert level_sizes(merged, 16) == [(16, 16, 10)]  # both round to the same size: one level
+    assert _levels(merged, 16)[0][3] == 1.0  # ...at the full-size level's learning rate
     with pytest.raises(TCIGInputError, match="levels"):
         Stage1Settings(levels=(1.0, 0.5)).validate(16)
     with pytest.raises(TCIGInputError, match="level_steps"):
@@ -138,3 +143,65 @@ def test_sampled_layouts_are_deterministic_and_varied():
         seen.add(kind)
     assert seen == set(KINDS)
     assert not torch.equal(sample_layout(1, (64, 64), list(CLASSES))[0], sample_layout(2, (64, 64), list(CLASSES))[0])
+
+
+def _miou_of(image, layout, seg):
+    from tcig_ops.stage1 import bind_guides, guided_iou
+
+    bound = bind_guides([Guide(seg)], layout)
+    with torch.no_grad():
+        return sum(guided_iou(bound, [bound[0].probabilities(image)], layout).values()) / len(layout.labels)
+
+
+def test_layout_start_is_read_as_the_layout_and_seeded(models):
+    """The colour field the run starts from: the segmenter reads it as the layout, it is smooth,
+    the same generator seed gives the same field and another seed another one."""
+    from tcig_ops.stage1 import layout_start_image
+
+    layout, seg = region_layout("lake", 32), models["seg_a"]
+    grey = torch.full((1, 3, 32, 32), 0.5)
+    seen = []
+    img = layout_start_image(layout, [Guide(seg)], 60, on_step=seen.append, generator=torch.Generator().manual_seed(0))
+    again = layout_start_image(layout, [Guide(seg)], 60, generator=torch.Generator().manual_seed(0))
+    other = layout_start_image(layout, [Guide(seg)], 60, generator=torch.Generator().manual_seed(1))
+    assert img.shape == (1, 3, 32, 32) and 0 <= img.min() and img.max() <= 1
+    assert len(seen) == 60
+    assert _miou_of(grey, layout, seg) < 0.35 and _miou_of(img, layout, seg) > 0.8, (
+        _miou_of(grey, layout, seg),
+        _miou_of(img, layout, seg),
+    )
+    assert torch.equal(img, again) and not torch.equal(img, other)
+    # smooth: neighbouring pixels differ far less than the colours of different regions
+    assert (img[..., 1:, :] - img[..., :-1, :]).abs().mean() < 0.05
+
+
+def test_run_starts_from_the_layout_unless_told_otherwise(models):
+    layout = region_layout("lake", 64)
+    runs = {}
+    for name, extra in (("layout", {}), ("random", {"layout_start_steps": 0})):
+        s = Stage1Settings(width=64, height=64, iterations=1, seed=3, **extra)
+        runs[name] = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], s)
+    assert any("started from the layout" in n for n in runs["layout"].notes)
+    assert not any("started from the layout" in n for n in runs["random"].notes)
+    # measured on the tiny models: ~0.6 from the layout's colour field, ~0.1 from random codes
+    assert runs["layout"].start_miou > runs["random"].start_miou + 0.3, (runs["layout"].start_miou, runs["random"].start_miou)
+    # an init image wins over the layout start
+    init = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    r = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], Stage1Settings(width=64, height=64, iterations=1), init_image=init)
+    assert not any("started from the layout" in n for n in r.notes)
+    with pytest.raises(TCIGInputError, match="layout_start_steps"):
+        Stage1Settings(layout_start_steps=-1).validate(1)
+
+
+def test_cancel_during_the_layout_start(models):
+    """The callback runs during the start too (step 0): raising there cancels the run."""
+    calls = []
+
+    def cb(info):
+        calls.append((info.step, info.phase))
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage1(models["vqgan"], region_layout("road", 32), [Guide(models["seg_a"])], Stage1Settings(width=32, height=32), callback=cb)
+    assert calls == [(0, "start")] * 5

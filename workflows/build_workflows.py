@@ -43,6 +43,7 @@ NODE_TYPES = {
             "region_prompts",
             "coarse_to_fine",
             "plateau_steps",
+            "start_from_layout",
         ],
         [("image", "IMAGE"), ("report", "STRING")],
     ),
@@ -129,6 +130,7 @@ def _stage1(node_guides=6, node_layout=5, iterations=300):
             "region_prompts": "",
             "coarse_to_fine": True,
             "plateau_steps": 0,
+            "start_from_layout": True,
         },
     )
 
