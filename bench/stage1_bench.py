@@ -368,7 +368,7 @@ def miou_check_cost(size: int = 128, steps: int = 20) -> dict:
     from tcig_ops.demo import demo_layout
     from tcig_ops.layout import layout_from_colour_image
     from tcig_ops.prompts import parse_prompts
-    from tcig_ops.stage1 import Guide, Stage1Settings, run_stage1
+    from tcig_ops.stage1 import Guide, Stage1Settings, layout_start_image, run_stage1
     from tcig_ops.world import LAYOUT_HEX
 
     vq, seg, clip, _ = _tiny()
@@ -385,6 +385,10 @@ def miou_check_cost(size: int = 128, steps: int = 20) -> dict:
             t = time.perf_counter()
             run_stage1(vq, layout, [Guide(seg)], s, clip_guide=ClipGuide(clip, parse_prompts("a mountain lake"), cutn=8))
             out[name] = min(out.get(name, 1e9), (time.perf_counter() - t) / steps)
+        # the layout start as a default run does it: on the first (half-size) level
+        t = time.perf_counter()
+        layout_start_image(layout.downsampled(size // 2, size // 2), [Guide(seg)], Stage1Settings().layout_start_steps)
+        out["layout_start"] = min(out.get("layout_start", 1e9), time.perf_counter() - t)
     return out
 
 
@@ -507,6 +511,10 @@ def main():
             f"\nper-step mIoU check (tiny models, 128px): a step takes {c['every_step'] * 1000:.0f} ms with the check every step, "
             f"{c['rarely'] * 1000:.0f} ms without: the check costs {100 * (c['every_step'] / c['rarely'] - 1):.1f}%; "
             f"the gradient-norm measurement (every {NORM_EVERY}th step) costs {100 * (c['rarely'] / c['no_norm'] - 1):.1f}% amortised"
+        )
+        print(
+            f"layout start (tiny models, 128px run: 64px colour field): {c['layout_start'] * 1000:.0f} ms, "
+            f"the time of {c['layout_start'] / c['rarely']:.1f} full-size steps"
         )
     if a.c2f_size:
         c = coarse_to_fine_at(a.c2f_size)
