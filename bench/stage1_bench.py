@@ -133,7 +133,7 @@ def ours_runner(vq, clip, seg, size, cutn, precision, with_seg=True, fast=True, 
                 width=size, height=size, iterations=iters + 1, seed=seed, clip_weight=1.0, precision=precision, fast=fast, levels=None
             ),
             clip_guide=guide,
-            callback=lambda info: stamps.append(time.perf_counter()),
+            callback=lambda info: stamps.append(time.perf_counter()) if info.phase == "optimise" else None,
         )
         return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 

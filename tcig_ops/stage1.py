@@ -398,6 +398,8 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
             level_end = step + n_steps
             while step < level_end:
                 check = (step - offset) % every == 0 or step == level_end - 1
+                # the latent this step's mIoU is measured on (before its update): a stop rule returns it
+                z_measured = z.detach().clone() if check else None
                 with autocast:
                     image = vqgan.decode(vqgan.quantize_st(z), fast=settings.fast)
                     terms = {}
@@ -478,12 +480,12 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
                     continue
                 # stop rules end the last level; a coarse level hands over to the next one instead
                 if settings.target_miou is not None and last_miou >= settings.target_miou:
-                    stopped = "target_miou"
+                    stopped, z_good = "target_miou", z_measured
                     break
                 if last_miou > best + settings.plateau_delta:
                     best, best_step = last_miou, step
                 elif settings.plateau_steps and step - best_step >= settings.plateau_steps:
-                    stopped = "plateau"
+                    stopped, z_good = "plateau", z_measured
                     break
             if stopped == "non_finite":
                 break

@@ -85,6 +85,8 @@ def test_early_stop_at_target_miou_and_callback(models):
     s = Stage1Settings(width=64, height=64, iterations=300, target_miou=0.6)
     r = run_stage1(models["vqgan"], region_layout("road"), [Guide(models["seg_a"])], s, callback=seen.append)
     assert r.stopped == "target_miou" and r.steps < 300
+    # the result is the latent that was measured to reach the target, not the one a step later
+    assert r.miou >= 0.6 and r.miou == pytest.approx(r.history[-1]["miou"], abs=1e-6), (r.miou, r.history[-1])
     start = [i for i in seen if i.phase == "start"]
     assert len(start) == s.layout_start_steps and all(i.step == 0 for i in start)
     assert [i.step for i in seen if i.phase == "optimise"] == list(range(1, r.steps + 1))
