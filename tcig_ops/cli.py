@@ -164,7 +164,9 @@ class _Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, desc="stage 1", unit="it", file=sys.stderr, leave=False)
-        self.bar.update(1)
+        # absolute position: the layout start's steps all report step 0 and must not advance the bar
+        self.bar.update(info.step - self.bar.n)
+        self.bar.set_description("stage 1 (layout start)" if getattr(info, "phase", "") == "start" else "stage 1", refresh=False)
         if info.miou is not None:
             self.bar.set_postfix(loss=f"{info.loss:.3f}", miou=f"{info.miou:.3f}")
 

@@ -207,3 +207,21 @@ def test_cli_region_prompts_levels_and_plateau(tiny, layout_files, tmp_path):
     _bad(cli(*base, "--layout-start-steps", "-1"), "layout_start_steps")
     _bad(cli(*base, "--level-lr", "2", "1"), "need --levels")
     _bad(cli(*base, "--levels", "0.5", "1", "--level-lr", "2"), "level_lr")
+
+
+def test_progress_bar_counts_steps_not_callbacks():
+    """The layout start calls back 60 times at step 0; the bar must end at the step count, not beyond."""
+    import io
+
+    from tcig_ops.cli import _Progress
+    from tcig_ops.stage1 import StepInfo
+
+    p = _Progress(5)
+    for _ in range(60):
+        p(StepInfo(0, 5, float("nan"), None, lambda: None, phase="start"))
+    assert p.bar.n == 0 and "layout start" in p.bar.desc
+    p.bar.fp = io.StringIO()
+    for k in range(1, 6):
+        p(StepInfo(k, 5, 1.0, 0.5, lambda: None))
+    assert p.bar.n == 5 and p.bar.desc.startswith("stage 1") and "layout" not in p.bar.desc
+    p.close()
