@@ -166,7 +166,7 @@ class _Progress:
             self.bar = tqdm(total=self.total, desc="stage 1", unit="it", file=sys.stderr, leave=False)
         # absolute position: the layout start's steps all report step 0 and must not advance the bar
         self.bar.update(info.step - self.bar.n)
-        self.bar.set_description("stage 1 (layout start)" if getattr(info, "phase", "") == "start" else "stage 1", refresh=False)
+        self.bar.set_description("stage 1 (layout start)" if info.phase == "start" else "stage 1", refresh=False)
         if info.miou is not None:
             self.bar.set_postfix(loss=f"{info.loss:.3f}", miou=f"{info.miou:.3f}")
 

@@ -701,8 +701,12 @@ def layout_start_image(
     field_.requires_grad_(True)
     good = field_.detach().clone()  # the last finite field (kept on the device: no sync per step)
     opt = torch.optim.Adam([field_], lr=0.05)
+
+    def smooth(f: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(f, size=(H, W), mode="bicubic", align_corners=False).clamp(0, 1)
+
     for _ in range(steps):
-        image = F.interpolate(field_, size=(H, W), mode="bicubic", align_corners=False).clamp(0, 1)
+        image = smooth(field_)
         loss = sum(
             b.guide.weight * segmentation_loss(b.probabilities(image).float()[:, b.vocab_idx], b.targets, valid, w, kind="bce")
             for b, w in zip(bound, weights)
@@ -714,8 +718,8 @@ def layout_start_image(
             field_.clamp_(0, 1)
             good = torch.where(torch.isfinite(field_).all(), field_, good)
         if on_step is not None:
-            on_step(F.interpolate(good, size=(H, W), mode="bicubic", align_corners=False).clamp(0, 1))
-    return F.interpolate(good, size=(H, W), mode="bicubic", align_corners=False).clamp(0, 1)
+            on_step(smooth(good))
+    return smooth(good)
 
 
 def _decode(vqgan: VQGAN, z: torch.Tensor, fast: bool) -> torch.Tensor:
