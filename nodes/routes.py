@@ -10,7 +10,9 @@ has registered for ``segmenters``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 
 from aiohttp import web
 
@@ -23,12 +25,27 @@ MAX_LABELS = 256
 MAX_LABEL_CHARS = 200
 
 
+_DESCRIBED: dict[str, tuple[int, dict]] = {}  # folder -> (config.json's mtime, what it describes)
+
+
+def describe_cached(folder: str) -> dict:
+    """``describe_folder``, read again only when the folder's config.json changed (by mtime)."""
+    try:
+        mtime = os.stat(os.path.join(folder, "config.json")).st_mtime_ns
+    except OSError:
+        return describe_folder(folder)  # says what is missing
+    hit = _DESCRIBED.get(folder)
+    if hit is None or hit[0] != mtime:
+        hit = _DESCRIBED[folder] = (mtime, describe_folder(folder))
+    return hit[1]
+
+
 def installed_segmenters() -> list[dict]:
     """[{"name", "labels" (None for open vocabulary), "open_vocabulary"}] for every segmenter folder."""
     out = []
     for name in model_folders.present_segmenter_folders():
         try:
-            info = describe_folder(model_folders.segmenter_path(name))
+            info = describe_cached(model_folders.segmenter_path(name))
         except TCIGInputError as exc:
             logging.warning("TCIG: segmenter folder %s skipped: %s", name, exc)
             continue
@@ -41,7 +58,9 @@ def register(routes) -> None:
 
     @routes.get("/tcig/segmenter_labels")
     async def segmenter_labels(request):
-        return web.json_response({"segmenters": installed_segmenters()})
+        # file reads off the server's event loop: other requests (the queue, previews) are not held up
+        segmenters = await asyncio.get_running_loop().run_in_executor(None, installed_segmenters)
+        return web.json_response({"segmenters": segmenters})
 
     @routes.post("/tcig/check_labels")
     async def check(request):
@@ -56,4 +75,5 @@ def register(routes) -> None:
             or not all(isinstance(x, str) and len(x) <= MAX_LABEL_CHARS for x in labels)
         ):
             return web.json_response({"error": f"'labels' must be a list of at most {MAX_LABELS} strings"}, status=400)
-        return web.json_response({"labels": check_labels(labels, installed_segmenters())})
+        answer = await asyncio.get_running_loop().run_in_executor(None, lambda: check_labels(labels, installed_segmenters()))
+        return web.json_response({"labels": answer})

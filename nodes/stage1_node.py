@@ -71,24 +71,28 @@ class TCIGStage1(io.ComfyNode):
                     min=0.0,
                     max=1.0,
                     step=0.01,
-                    tooltip="Stop early once the first guide's mIoU reaches this; 0 = run all iterations.",
+                    tooltip="Stop early once the guides' mIoU (each label judged by the guide that steers it) reaches this; "
+                    "0 = run all iterations.",
                 ),
                 io.Image.Input("init_image", optional=True, tooltip="Start from this image instead of random codes."),
                 io.String.Input(
                     "region_prompts",
                     multiline=True,
                     default="",
+                    optional=True,  # inputs added after 0.2.0 are optional: workflows saved with it keep running
                     tooltip="Lines 'label: prompt' (as in TCIG Regional Conditioning): a CLIP term per region, from cutouts "
                     "inside that region, weighted by its share of the image. Needs the guidance CLIP.",
                 ),
                 io.Boolean.Input(
                     "coarse_to_fine",
                     default=True,
+                    optional=True,
                     tooltip="Optimise at half the size first, then at full size (same iterations, less time).",
                 ),
                 io.Int.Input(
                     "plateau_steps",
                     default=0,
+                    optional=True,
                     min=0,
                     max=10000,
                     tooltip="Stop when the guides' mIoU has not improved for this many steps; 0 = off.",
@@ -96,7 +100,7 @@ class TCIGStage1(io.ComfyNode):
                 io.Boolean.Input(
                     "start_from_layout",
                     default=True,
-                    optional=True,  # workflows saved before it existed still run (as if on)
+                    optional=True,
                     tooltip="Without an init image, start from a smooth colour field the segmenters already read as the "
                     "layout (a fraction of a step's time) instead of random codes.",
                 ),
@@ -150,7 +154,7 @@ class TCIGStage1(io.ComfyNode):
         def callback(info):
             mm.throw_exception_if_processing_interrupted()  # the Cancel button
             preview = None
-            if info.step % PREVIEW_EVERY == 0 or info.step == info.total:
+            if info.preview_due(PREVIEW_EVERY):
                 preview = ("JPEG", _pil(info.image()), 512)
             pbar.update_absolute(info.step, info.total, preview)
 

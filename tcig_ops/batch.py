@@ -22,7 +22,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -80,7 +82,45 @@ def read_jobs(path: str) -> list[Job]:
     return jobs
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_is_number(x) and x > 0 for x in v)
+
+
+# each field a job line may hold: (check, what it must be)
+FIELD_TYPES: dict[str, tuple] = {
+    "id": (lambda v: isinstance(v, str), "a string"),
+    "layout": (lambda v: isinstance(v, str) and v.strip() != "", "a path to a colour-coded layout PNG (a string)"),
+    "classes": (lambda v: isinstance(v, (str, dict)) and bool(v), 'a class map object like {"#87ceeb": "sky"} or a JSON file path'),
+    "prompt": (lambda v: isinstance(v, str), "a string"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "size": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v), "[width, height] in pixels"),
+    "iterations": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "lr": (lambda v: _is_number(v) and v > 0, "a positive number, e.g. 0.2"),
+    "clip_weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "cutn": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "cut_pow": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "target_miou": (lambda v: v is None or (_is_number(v) and 0 < v <= 1), "a number in (0, 1] or null"),
+    "plateau_steps": (lambda v: v is None or (_is_int(v) and v >= 1), "a whole number >= 1 or null"),
+    "levels": (lambda v: v is None or _numbers(v), "a list of scales like [0.5, 1] or null"),
+    "level_steps": (lambda v: v is None or _numbers(v), "a list of positive shares like [0.5, 0.5] or null"),
+    "region_prompts": (
+        lambda v: isinstance(v, str) or (isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
+        "'label: prompt' lines (a string) or an object {label: prompt}",
+    ),
+}
+
+
 def _parse_job(raw: object, n: int, base: str) -> Job:
+    """One job line -> Job; every field's type is checked here, so a bad line fails alone with a
+    message naming its field instead of failing (or crashing the batch) once it runs."""
     if not isinstance(raw, dict):
         return _job_error(n, raw, f"jobs line {n}: expected a JSON object")
     missing = [k for k in REQUIRED if k not in raw]
@@ -92,6 +132,13 @@ def _parse_job(raw: object, n: int, base: str) -> Job:
     unknown = sorted(set(raw) - set(REQUIRED) - {"seed", "size", "iterations"} - OVERRIDES)
     if unknown:
         return _job_error(n, raw, f"job {jid}: unknown fields {unknown}; overrides are {sorted(OVERRIDES)}")
+    for key, value in raw.items():
+        ok, what = FIELD_TYPES[key]
+        if not ok(value):
+            return _job_error(n, raw, f"job {jid}: field {key!r} is {json.dumps(value)[:60]}; it must be {what}")
+    if "levels" in raw and raw.get("level_steps") is not None and raw["levels"] is not None:
+        if len(raw["level_steps"]) != len(raw["levels"]):
+            return _job_error(n, raw, f"job {jid}: field 'level_steps' needs one share per level ({len(raw['levels'])})")
     classes = raw["classes"]
     try:
         if isinstance(classes, str) and not classes.strip().startswith("{"):
@@ -100,19 +147,12 @@ def _parse_job(raw: object, n: int, base: str) -> Job:
                 classes = f.read()
         elif isinstance(classes, dict):
             classes = json.dumps(classes)
-        size = raw.get("size", [128, 128])
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-            raise TCIGInputError(f"size {size!r} must be [width, height] in pixels")
-        seed, iterations = raw.get("seed", 0), raw.get("iterations", 300)
-        if not isinstance(seed, int) or not isinstance(iterations, int) or iterations < 1:
-            raise TCIGInputError("seed and iterations must be whole numbers (iterations >= 1)")
     except OSError as exc:
         return _job_error(n, raw, f"job {jid}: classes file cannot be read ({exc.strerror}: {exc.filename})")
-    except TCIGInputError as exc:
-        return _job_error(n, raw, f"job {jid}: {exc}")
+    size = raw.get("size", [128, 128])
     layout = raw["layout"] if os.path.isabs(raw["layout"]) else os.path.join(base, raw["layout"])
     overrides = {k: raw[k] for k in OVERRIDES if k in raw}
-    return Job(jid, layout, classes, raw["prompt"], seed, (size[0], size[1]), iterations, overrides)
+    return Job(jid, layout, classes, raw["prompt"], raw.get("seed", 0), (size[0], size[1]), raw.get("iterations", 300), overrides)
 
 
 # ---- running one job ------------------------------------------------------------------------
@@ -153,14 +193,15 @@ class Worker:
                 "worker": self.name,
                 "error": "",
             }
-        except TCIGInputError as exc:
+        except Exception as exc:  # one job's failure (bad input, or a bug it hits) never ends the batch
+            message = str(exc) if isinstance(exc, TCIGInputError) else f"{type(exc).__name__}: {exc}"
             return {
                 "id": job.id,
                 "status": "failed",
                 "miou": None,
                 "seconds": round(time.perf_counter() - t0, 3),
                 "worker": self.name,
-                "error": str(exc),
+                "error": plain_text(message),
             }
 
     def _run(self, job: Job) -> dict:
@@ -215,6 +256,14 @@ class Worker:
         return data
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal colour codes (Ray colours its tracebacks), on one line."""
+    return " ".join(_ANSI.sub("", text).split())
+
+
 def _save_index_map(idx, path: str) -> None:
     """Label-index map (H, W) -> 8-bit PNG: label k is k + 1, 0 is ignored / no layout label."""
     import numpy as np
@@ -227,24 +276,37 @@ def _save_index_map(idx, path: str) -> None:
 
 
 class Summary:
-    """OUT/summary.jsonl (appended, flushed and synced per line) and OUT/summary.csv (rewritten)."""
+    """OUT/summary.jsonl (appended, flushed and synced per line) and OUT/summary.csv (appended per
+    line too; rewritten whole only when opening finds it out of step with the JSONL)."""
 
     def __init__(self, out: str):
         self.path = os.path.join(out, "summary.jsonl")
         self.csv = os.path.join(out, "summary.csv")
         self.rows: list[dict] = []
         if os.path.isfile(self.path):
+            cut = False
             with open(self.path, encoding="utf-8") as f:
                 for line in f:
                     try:
                         self.rows.append(json.loads(line))
                     except ValueError:
-                        break  # a line cut by a crash: that job is not done and runs again
-            self._rewrite_jsonl()
+                        cut = True  # a line cut by a crash: that job is not done and runs again
+                        break
+            if cut:
+                self._rewrite_jsonl()
+        if self._csv_rows() != len(self.rows):
+            self._rewrite_csv()
 
     @property
     def done(self) -> set[str]:
+        """Jobs with a row (ok or failed)."""
         return {r["id"] for r in self.rows}
+
+    @property
+    def done_ok(self) -> set[str]:
+        """Jobs whose latest row is ok."""
+        latest = {r["id"]: r["status"] for r in self.rows}
+        return {k for k, v in latest.items() if v == "ok"}
 
     def add(self, row: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -252,16 +314,24 @@ class Summary:
             f.flush()
             os.fsync(f.fileno())
         self.rows.append(row)
-        self._write_csv()
+        with open(self.csv, "a", encoding="utf-8", newline="") as f:
+            csv.DictWriter(f, fieldnames=SUMMARY_FIELDS, lineterminator="\n").writerow({k: row.get(k) for k in SUMMARY_FIELDS})
+
+    def _csv_rows(self) -> int:
+        """Data rows of summary.csv (-1 when it is missing or has no header)."""
+        if not os.path.isfile(self.csv):
+            return -1
+        with open(self.csv, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+        return len(rows) - 1 if rows and tuple(rows[0]) == SUMMARY_FIELDS else -1
 
     def _rewrite_jsonl(self) -> None:
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(json.dumps({k: r.get(k) for k in SUMMARY_FIELDS}) + "\n" for r in self.rows)
         os.replace(tmp, self.path)
-        self._write_csv()
 
-    def _write_csv(self) -> None:
+    def _rewrite_csv(self) -> None:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
         w.writeheader()
@@ -296,6 +366,21 @@ class Progress:
 # ---- engines ----------------------------------------------------------------------------------
 
 
+MAX_ATTEMPTS = 3  # runs of one job whose worker process died (out of memory, a crash) before it is recorded as failed
+
+
+def check_models(models: dict) -> None:
+    """Refuse missing model files in the driver, before any worker starts or any job is recorded:
+    a wrong path is the batch's error (exit 2), not every job's."""
+    paths = [("--vqgan", models.get("vqgan")), ("--vqgan-config", models.get("vqgan_config")), ("--clip", models.get("clip"))]
+    from .runner import parse_segmenter_spec
+
+    paths += [("--segmenter", parse_segmenter_spec(p).path) for p in models.get("segmenters") or []]
+    for flag, path in paths:
+        if path and not os.path.exists(path):
+            raise TCIGInputError(f"{flag}: model not found: {path}; check the path (nothing was run or recorded)")
+
+
 def run_batch(
     jobs: list[Job],
     models: dict,
@@ -306,19 +391,27 @@ def run_batch(
     gpus_per_worker: float = 0.0,
     device: str = "cpu",
     log=None,
+    retry_failed: bool = False,
 ) -> dict:
     """Run every job not yet in OUT/summary.jsonl; returns counts. ``ray_address`` None runs here,
-    "local" starts a local Ray pool of ``workers`` actors, anything else joins that cluster."""
+    "local" starts a local Ray pool of ``workers`` actors, anything else joins that cluster.
+
+    A job recorded as failed is done too (its error does not go away by itself); with
+    ``retry_failed`` such jobs run again and their new row follows the old one. The models are
+    checked (paths here, loading in each worker) before any job runs: a batch whose models
+    cannot load stops with a TCIGInputError and records nothing."""
+    check_models(models)
     os.makedirs(out, exist_ok=True)
     for name in os.listdir(out):  # leftovers of jobs cut short: never counted, removed
         if name.startswith("_tmp-"):
             shutil.rmtree(os.path.join(out, name), ignore_errors=True)
     summary = Summary(out)
-    todo = [j for j in jobs if j.id not in summary.done]
+    done = summary.done_ok if retry_failed else summary.done
+    todo = [j for j in jobs if j.id not in done]
     counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ok": 0, "failed": 0}
     if not todo:
         return counts
-    progress = Progress(len(jobs), counts["skipped"])
+    progress = None
 
     def record(row: dict) -> None:
         summary.add(row)
@@ -329,13 +422,20 @@ def run_batch(
 
     try:
         if ray_address is None:
-            worker = Worker(models, out, threads or _threads_per_worker(1), device)
+            worker = Worker(models, out, threads or _threads_per_worker(1), device)  # a load error ends the batch here
+            progress = Progress(len(jobs), counts["skipped"])
             for job in todo:
                 record(worker.run(job))
         else:
-            _run_on_ray(todo, models, out, ray_address, workers, threads, gpus_per_worker, device, record)
+
+            def started():
+                nonlocal progress
+                progress = Progress(len(jobs), counts["skipped"])
+
+            _run_on_ray(todo, models, out, ray_address, workers, threads, gpus_per_worker, device, record, started)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     return counts
 
 
@@ -354,44 +454,71 @@ def ray_or_explain():
     return ray
 
 
-def _run_on_ray(todo, models, out, address, workers, threads, gpus_per_worker, device, record) -> None:
+def _cause(exc: Exception) -> str:
+    """The first meaningful line of a Ray error, without colour codes."""
+    lines = [plain_text(x) for x in str(exc).splitlines()]
+    lines = [x for x in lines if x and not x.startswith(("Traceback", "File ", "ray::", "^"))]
+    for x in reversed(lines):  # the raised exception's own line is the last one that names an error type
+        if re.match(r"^[\w.]*(Error|Exception)\b", x):
+            return x
+    return lines[0] if lines else type(exc).__name__
+
+
+def _run_on_ray(todo, models, out, address, workers, threads, gpus_per_worker, device, record, started=None) -> None:
     ray = ray_or_explain()
-    started = address == "local"
-    if started:
+    started_here = address == "local"
+    if started_here:
         ray.init(num_cpus=workers, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     else:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     try:
         per = threads or _threads_per_worker(workers)
-        # an actor whose process dies is restarted (models loaded again) and its task retried,
-        # so a killed worker costs one job's time and the job still finishes once
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=-1, max_task_retries=-1)(RayWorker)
+        # an actor whose process dies is restarted (models loaded again); the driver, not Ray, retries
+        # the job it was running, at most MAX_ATTEMPTS times, so a job that kills every process it runs
+        # in is recorded as failed instead of being retried for ever
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=-1, max_task_retries=0)(RayWorker)
         pool = [actor_cls.remote(models, out, per, device if not gpus_per_worker else "cuda", f"ray-worker-{i}") for i in range(workers)]
+        try:  # every actor has loaded the models before any job is sent: a load error is the batch's, not the jobs'
+            ray.get([a.pid.remote() for a in pool])
+        except ray.exceptions.RayError as exc:
+            raise TCIGInputError(f"the Ray workers could not load the models: {_cause(exc)} (nothing was run or recorded)") from None
+        if started:
+            started()
+        attempts: dict[str, int] = {}
         pending: dict = {}
         queue = list(todo)
         free = list(pool)
         while queue or pending:
             while queue and free:
                 actor, job = free.pop(), queue.pop(0)
+                attempts[job.id] = attempts.get(job.id, 0) + 1
                 pending[actor.run.remote(job)] = (actor, job)
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 actor, job = pending.pop(ref)
                 try:
                     row = ray.get(ref)
-                except ray.exceptions.RayError as exc:  # retries exhausted: record, go on
+                except ray.exceptions.RayError as exc:  # the worker process died while running this job
+                    if "creation task" in str(exc):  # it could not even restart: the engine is broken, not the job
+                        raise TCIGInputError(
+                            f"a Ray worker could not restart: {_cause(exc)}; the unfinished jobs were not recorded"
+                        ) from None
+                    if attempts[job.id] < MAX_ATTEMPTS:
+                        queue.insert(0, job)
+                        free.append(actor)
+                        continue
                     row = {
                         "id": job.id,
                         "status": "failed",
                         "miou": None,
                         "seconds": None,
                         "worker": "ray",
-                        "error": f"worker failed: {str(exc).splitlines()[0]}",
+                        "error": f"the worker died {MAX_ATTEMPTS} times running this job (out of memory or a crash?): {_cause(exc)}",
                     }
                 record(row)
                 free.append(actor)
     finally:
-        if started:
+        if started_here:
             ray.shutdown()
 
 

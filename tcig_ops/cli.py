@@ -79,6 +79,9 @@ def _build() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, nargs=2, default=[128, 128], metavar=("W", "H"), help="size of sampled jobs")
     b.add_argument("--iterations", type=int, default=300, help="iterations of sampled jobs")
     b.add_argument("--prompt", default="a photo", help="prompt of sampled jobs (their labels are appended)")
+    b.add_argument(
+        "--retry-failed", action="store_true", help="run again the jobs recorded as failed (by default a rerun runs only missing jobs)"
+    )
     return p
 
 
@@ -264,7 +267,7 @@ def _batch(a) -> int:
     jobs_path = a.jobs or batch.sample_jobs(a.sample_layouts, a.labels.split(","), a.seed, a.out, tuple(a.size), a.iterations, a.prompt)
     jobs = batch.read_jobs(jobs_path)
     _quiet_transformers()
-    counts = batch.run_batch(jobs, models, a.out, a.ray, a.workers, a.threads, a.gpus_per_worker, a.device)
+    counts = batch.run_batch(jobs, models, a.out, a.ray, a.workers, a.threads, a.gpus_per_worker, a.device, retry_failed=a.retry_failed)
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done (of {counts['jobs']}) -> {a.out}/summary.jsonl")
     return 0
 

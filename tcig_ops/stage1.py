@@ -141,6 +141,15 @@ class StepInfo:
     miou: float | None
     image: Callable[[], torch.Tensor]
     phase: str = "optimise"  # "start": a step of the layout start (``step`` is 0 then)
+    start_step: int = 0  # during the layout start: its step (1..start_total)
+    start_total: int = 0
+
+    def preview_due(self, every: int) -> bool:
+        """Whether a preview of this step is worth its decode: every ``every``-th optimisation step
+        and the last, and the layout start once (its last step), not at each of its steps."""
+        if self.phase == "start":
+            return self.start_step == self.start_total
+        return self.step % every == 0 or self.step == self.total
 
 
 @dataclass
@@ -298,19 +307,34 @@ def level_sizes(settings: Stage1Settings, factor: int) -> list[tuple[int, int, i
     return [(w, h, n) for w, h, n, _ in _levels(settings, factor)]
 
 
+def split_steps(total: int, fractions: list[float]) -> list[int]:
+    """``total`` steps shared among levels in proportion to ``fractions``, adding up exactly to
+    ``total`` (largest remainders); the last (full-size) level always gets at least one. A level
+    may get 0 steps when ``total`` is smaller than the number of levels: it is skipped."""
+    share = [total * f / sum(fractions) for f in fractions]
+    counts = [math.floor(x) for x in share]
+    for i in sorted(range(len(share)), key=lambda i: (counts[i] - share[i], -i))[: total - sum(counts)]:
+        counts[i] += 1
+    if counts[-1] == 0:
+        donor = max(range(len(counts) - 1), key=lambda i: counts[i])
+        counts[donor] -= 1
+        counts[-1] = 1
+    return counts
+
+
 def _levels(settings: Stage1Settings, factor: int) -> list[tuple[int, int, int, float]]:
     """``level_sizes`` with each level's learning-rate factor (a merged level keeps the finer one's)."""
     scales = list(settings.levels) if settings.levels else [1.0]
     fractions = list(settings.level_steps) if settings.levels and settings.level_steps else [1.0] * len(scales)
-    total = settings.iterations
-    counts = [max(1, round(total * f / sum(fractions))) for f in fractions]
-    counts[-1] = max(1, total - sum(counts[:-1]))
+    counts = split_steps(settings.iterations, fractions)
     if settings.levels and settings.level_lr:
         lrs = list(settings.level_lr)
     else:
         lrs = [COARSE_LR] * (len(scales) - 1) + [1.0]
     out: list[tuple[int, int, int, float]] = []
     for scale, n, lr in zip(scales, counts, lrs):
+        if n == 0:  # fewer iterations than levels: the coarse ones go first
+            continue
         w = max(factor, round(settings.width * scale / factor) * factor)
         h = max(factor, round(settings.height * scale / factor) * factor)
         if out and out[-1][:2] == (w, h):
@@ -349,10 +373,13 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
             with torch.no_grad():
                 z = vqgan.encode(init).detach().clone()
         elif settings.layout_start_steps > 0:
+            start_steps = settings.layout_start_steps
+            counter = iter(range(1, start_steps + 1))
 
             def shown(image, total=total):  # the colour field as the preview; the callback may cancel
                 if callback is not None:
-                    callback(StepInfo(0, total, float("nan"), None, lambda: image.cpu(), phase="start"))
+                    k = next(counter)
+                    callback(StepInfo(0, total, float("nan"), None, lambda: image.cpu(), "start", k, start_steps))
 
             lay0 = full_layout.downsampled(h0, w0).to(device)
             start = layout_start_image(lay0, guides, settings.layout_start_steps, settings.balance_classes, on_step=shown, generator=gen)
@@ -439,7 +466,9 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
                 if step == 0:
                     start_iou = dict(ious)
                 opt.zero_grad(set_to_none=True)
-                if scaler is not None:
+                if not loss.requires_grad:  # nothing pulls (every weight 0, no CLIP): the latent stays
+                    ok = torch.isfinite(loss)
+                elif scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)  # inf/NaN from the fp16 scale make the scaler skip this step
                     ok = torch.isfinite(loss)

@@ -17,6 +17,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _tiny_dir() -> pathlib.Path:
+    """The tiny models of this code version, or ``TCIG_TINY_MODELS`` (a folder with manifest.json:
+    e.g. models trained on another CPU, to check that the tests hold on them too)."""
+    import os
+
+    if os.environ.get("TCIG_TINY_MODELS"):
+        return pathlib.Path(os.environ["TCIG_TINY_MODELS"]).resolve()
     from tcig_ops.tiny import cache_dir
 
     return pathlib.Path(cache_dir(str(ROOT / ".cache")))

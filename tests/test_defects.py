@@ -96,6 +96,11 @@ print(json.dumps({'steps': res.steps, 'peak': data['peak_memory_mb'], 'blocked':
 # --- 2 + 3. CLIPSeg guides: per-label sigmoid, per-guide labels, one shared model ----------------
 
 
+# how much a guide must raise its classes' IoU over the same run without it; chosen to hold on tiny
+# models trained on any CPU of the pool (AVX2, AVX-512, AMX), whose numbers differ run to run
+MARGIN = 0.1
+
+
 def _clipseg_iou(seg, image, layout, label):
     pred = seg.predict(image, labels=[label])[0]  # label 0 where its sigmoid >= 0.5, else 1 ("none")
     return layout_iou(pred, layout, {label: 0})[label]
@@ -128,9 +133,11 @@ def test_two_class_clipseg_guide_pushes_other_labels_to_zero_and_steers_both(mod
 
     clipseg = load_segmenter(tiny["segmenters"][2])
     layout = region_layout("road")
-    r = run_stage1(models["vqgan"], layout, [Guide(clipseg, 1.0, ["grass", "road"])], Stage1Settings(width=64, height=64, iterations=150))
+    settings = Stage1Settings(width=64, height=64, iterations=150)
+    r = run_stage1(models["vqgan"], layout, [Guide(clipseg, 1.0, ["grass", "road"])], settings)
+    base = run_stage1(models["vqgan"], layout, [Guide(clipseg, 0.0, ["grass", "road"])], settings)  # the same run, unguided
     for label in ("grass", "road"):
-        assert r.iou[label] > r.start_iou[label] + 0.2 and r.iou[label] >= 0.7, (r.start_iou, r.iou)
+        assert r.iou[label] > base.iou[label] + 0.2 and r.iou[label] >= 0.7, (r.iou, base.iou)
     probs = clipseg(r.image, labels=["grass", "road"])[0]
     # a pixel of the road is pushed towards grass = 0 (a softmax over two would leave it at 1 - p(road))
     road = layout.targets[layout.labels.index("road")].bool()
@@ -146,9 +153,14 @@ def test_two_guides_on_one_shared_clipseg_each_steer_their_own_classes(models, t
     guides = [Guide(clipseg, 1.0, ["sky"]), Guide(clipseg, 1.0, ["water", "mountain"])]
     bound = bind_guides(guides, layout)
     assert [b.query for b in bound] == [["sky"], ["water", "mountain"]]
-    r = run_stage1(models["vqgan"], layout, guides, Stage1Settings(width=64, height=64, iterations=150))
-    for label in ("sky", "water", "mountain"):
-        assert r.iou[label] > r.start_iou[label] + 0.2, (label, r.start_iou, r.iou)
+    settings = Stage1Settings(width=64, height=64, iterations=150)
+    r = run_stage1(models["vqgan"], layout, guides, settings)
+    # each guide's classes against the same run with that guide at weight 0 (the other one still pulls)
+    for i, labels in enumerate((["sky"], ["water", "mountain"])):
+        off = [Guide(g.segmenter, 0.0 if n == i else 1.0, g.classes) for n, g in enumerate(guides)]
+        base = run_stage1(models["vqgan"], layout, off, settings)
+        for label in labels:
+            assert r.iou[label] > base.iou[label] + MARGIN, (label, r.iou, base.iou)
     assert r.miou >= 0.45, r.iou  # tiny CLIPSeg, 150 steps: the bar is that each guide steers, above
 
 

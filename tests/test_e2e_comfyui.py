@@ -126,13 +126,12 @@ def test_shipped_workflow_runs(server, name):
         assert files, prefix
         data = json.loads(files[-1].read_text())
         assert 0.0 <= data["miou"] <= 1.0 and data["size"] == [SIZE, SIZE]
-    # stage 1 steered: its mIoU and every guided class's IoU rose from the starting latent
+    # stage 1 kept the layout it started from (the layout start already holds most of it, so a rise
+    # over the start says little); that the guides pull is shown against weight-0 runs below
     stage1 = [r for r in reports if r.startswith("stage 1 (")]
     assert len(stage1) == 1, reports
     start_miou, end_miou, per_class = parse_stage1_report(stage1[0])
-    assert end_miou > start_miou + 0.2, stage1[0]
-    for label, (start, end) in per_class.items():
-        assert end > start, (label, stage1[0])
+    assert end_miou >= 0.8 and end_miou >= start_miou - 0.05, stage1[0]
     print(f"{name}: {time.time() - t0:.1f} s; " + " | ".join(r.splitlines()[0] for r in reports))
 
 
@@ -174,6 +173,12 @@ def test_stage1_reaches_layout_in_comfyui(server):
     assert report["miou"] >= 0.85, report
     text = next(t for out in hist["outputs"].values() for t in out.get("text", []) if t.startswith("stage 1 ("))
     assert "started from the layout" in text, text
+    # the baseline of the same graph: the guide at weight 0 (CLIP alone)
+    prompt["6"]["inputs"]["weight"] = 0.0
+    prompt["16"]["inputs"]["filename_prefix"] = "TCIG/iou_stage1_unguided"
+    assert server.wait(server.queue(prompt))["status"]["status_str"] == "success"
+    unguided = json.loads(sorted((pathlib.Path(server.base) / "output" / "TCIG").glob("iou_stage1_unguided_*.json"))[-1].read_text())
+    assert report["miou"] > unguided["miou"] + 0.3, (report, unguided)
 
 
 def test_cancel_stops_promptly_and_next_prompt_runs(server):

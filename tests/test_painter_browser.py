@@ -121,7 +121,7 @@ def _errors(pg) -> list[str]:
     workflows and templates; this frontend release also throws once while registering its
     core settings). Those are printed, not failed on; anything whose URL or stack is in this
     pack's extension, or a failed request to its routes, fails the test."""
-    ours = [e for e in pg.tcig_errors if "/extensions/comfyui-tcig/" in e or "/tcig/" in e or "tcig" in e.split(" at ")[0].lower()]
+    ours = [e for e in pg.tcig_errors if "/extensions/tcig-layout/" in e or "/tcig/" in e or "tcig" in e.split(" at ")[0].lower()]
     others = [e for e in pg.tcig_errors if e not in ours]
     if others:
         print("ComfyUI's own page errors (not the pack's):", *sorted(set(e.splitlines()[0] for e in others)), sep="\n  ")

@@ -24,10 +24,13 @@ def test_stage1_raises_miou_to_0_9_with_defaults(models, kind):
     layout = region_layout(kind)
     clip = ClipGuide(models["clip"], parse_prompts("a landscape"), cutn=8)
     result = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], Stage1Settings(width=64, height=64), clip_guide=clip)
-    start = result.history[0]["miou"]
+    # the baseline, measured here on whatever CPU trained the tiny models: the same run with the guide
+    # at weight 0 (the layout start has nothing to pull then; the guide still reports its mIoU). The
+    # starting latent is no baseline: the layout start already holds most of the layout
+    unguided = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"], 0.0)], Stage1Settings(width=64, height=64), clip_guide=clip)
     assert result.steps == Stage1Settings().iterations
-    assert result.miou >= 0.9, (start, result.iou)
-    assert result.miou > start + 0.3
+    assert result.miou >= 0.9, (result.iou, unguided.iou)
+    assert result.miou > unguided.miou + 0.3, (result.iou, unguided.iou)
     assert result.image.shape == (1, 3, 64, 64)
     assert all(k in result.history[-1] for k in ("loss", "clip", "seg0", "miou"))
 

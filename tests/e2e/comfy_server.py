@@ -57,7 +57,7 @@ def prepare_base(base: str, extra: str, tiny: dict, sd_ckpt: str) -> str:
     """A --base-directory with the pack and checkpoints, and an extra_model_paths.yaml for TCIG models."""
     for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
-    link = os.path.join(base, "custom_nodes", "comfyui-tcig")
+    link = os.path.join(base, "custom_nodes", "tcig-layout")
     if not os.path.islink(link):
         os.symlink(ROOT, link)
     ck = os.path.join(base, "models", "checkpoints", "tiny_sd15.safetensors")
