@@ -54,7 +54,7 @@ def layout_add_mask(layout: Layout | None, mask: torch.Tensor, label: str, thres
     pairs: list[tuple[torch.Tensor, str]] = []
     notes: list[str] = []
     if layout is not None:
-        pairs = [(layout.targets[k].cpu(), lbl) for k, lbl in enumerate(layout.labels)]
+        pairs = [(layout.planes([k])[0].cpu(), lbl) for k, lbl in enumerate(layout.labels)]
         notes = list(layout.notes)
         if tuple(m.shape) != layout.size:
             h, w = layout.size

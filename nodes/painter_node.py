@@ -58,7 +58,7 @@ class TCIGLayoutPainter(io.ComfyNode):
     def execute(cls, painting, background=None) -> io.NodeOutput:
         layout, colors, _ = layout_from_painting(painting)
         preview = glue.bchw_to_image(preview_image(layout, colors))
-        masks = layout.targets.float().cpu().contiguous()  # (K, H, W) in layout label order
+        masks = layout.planes(range(len(layout.labels)))  # (K, H, W) float, built plane by plane into the output
         shown = None
         if background is not None:  # saved to the temp folder; the widget draws it under the paint
             shown = {"tcig_background": ui.PreviewImage(background[:1], cls=cls).as_dict()["images"]}

@@ -115,6 +115,6 @@ class TCIGRegionalConditioning(io.ComfyNode):
         for k, label in enumerate(layout.labels):
             text = ", ".join(t for t in (prompts.get(label, label), suffix.strip()) if t)
             cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
-            mask = layout.targets[k][None].float().cpu()  # (1, H, W)
+            mask = layout.planes([k]).cpu()  # (1, H, W)
             out += node_helpers.conditioning_set_values(cond, {"mask": mask, "set_area_to_bounds": False, "mask_strength": strength})
         return io.NodeOutput(out)

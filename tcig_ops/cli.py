@@ -200,6 +200,11 @@ def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report
             regions[label] = text
     specs = [runner.parse_segmenter_spec(s) for s in segmenter_specs]
     layout = runner.load_layout(layout_path, class_map)
+    if regions and not clip:
+        raise TCIGInputError("--region-prompt needs the guidance CLIP (--clip); give one or leave the region prompts out")
+    unknown = [label for label in regions if label not in layout.labels]
+    if unknown:
+        raise TCIGInputError(f"--region-prompt: labels {unknown} are not in the layout; its labels are {layout.labels}")
     init = load_image(a.init_image, "init image")[None] if a.init_image else None
     _quiet_transformers()
     models = runner.load_models(vqgan, clip, [s.path for s in specs], a.device, vqgan_config, clip_arch)

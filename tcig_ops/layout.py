@@ -1,8 +1,10 @@
 """Layouts: the target masks stage 1 steers towards.
 
-A Layout holds ``labels`` (K names), ``targets`` (K, H, W) float 0/1 and ``ignore``
-(H, W) bool for pixels no loss looks at. Every non-ignored pixel belongs to exactly
-one label. Built from a colour-coded image + class map, or from (mask, label) pairs.
+A Layout holds ``labels`` (K names) and which label each pixel is: a label-index map for
+painted layouts (``index_map()``; ``targets`` (K, H, W) float 0/1 is built when asked for),
+soft ``targets`` for downsampled ones, and ``ignore`` (H, W) bool for pixels no loss looks
+at. Every non-ignored pixel belongs to exactly one label. Built from a colour-coded image +
+class map, from (mask, label) pairs, or from a painting; all end in ``layout_from_index_map``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -22,22 +23,87 @@ from .errors import TCIGInputError
 MAX_RESIZE_RATIO = 4.0
 
 
-@dataclass
 class Layout:
-    labels: list[str]
-    targets: torch.Tensor  # (K, H, W) float32 one-hot over labels, zero in ignored pixels
-    ignore: torch.Tensor  # (H, W) bool
-    notes: list[str] = field(default_factory=list)
+    """A layout: K label names and, per pixel, which label it is (or ignored).
+
+    Painted layouts (every source: painter, masks, colour image) are kept as their label-index
+    map (H, W) int16, -1 where ignored: 2 bytes a pixel whatever the number of labels. The float
+    target planes (K, H, W) one-hot are built on each use of ``targets``, at the size they are
+    used (stage 1 resizes first), and never kept on the layout. A downsampled layout (stage 1's
+    coarse levels) has soft targets, each pixel's share of every label; it keeps its planes,
+    which are small by then.
+    """
+
+    def __init__(
+        self,
+        labels: list[str],
+        targets: torch.Tensor | None = None,
+        ignore: torch.Tensor | None = None,
+        notes: list[str] | None = None,
+        index: torch.Tensor | None = None,
+    ):
+        self.labels = list(labels)
+        self.notes = list(notes or [])
+        if index is not None:
+            self._index, self._targets, self._ignore = index.to(torch.int16), None, None
+        else:
+            if targets is None or ignore is None:
+                raise ValueError("Layout needs an index map, or targets and ignore")
+            self._index, self._targets, self._ignore = None, targets, ignore
+
+    def __repr__(self) -> str:
+        h, w = self.size
+        return f"Layout({self.labels}, {w}x{h}, {'soft' if self.soft else 'index map'})"
+
+    @property
+    def soft(self) -> bool:
+        """True for downsampled layouts (targets are shares); False for painted ones."""
+        return self._index is None
 
     @property
     def size(self) -> tuple[int, int]:
         """(H, W)."""
-        return tuple(self.ignore.shape)
+        return tuple((self._index if self._index is not None else self._ignore).shape)
+
+    @property
+    def device(self) -> torch.device:
+        return (self._index if self._index is not None else self._ignore).device
+
+    @property
+    def ignore(self) -> torch.Tensor:
+        """(H, W) bool: pixels no loss looks at."""
+        return self._index < 0 if self._index is not None else self._ignore
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """(K, H, W) float32: one-hot over labels (painted), or each label's share (downsampled);
+        zero in ignored pixels. Built on each use for painted layouts: keep it only where needed."""
+        if self._targets is not None:
+            return self._targets
+        return self.planes(range(len(self.labels)))
+
+    def planes(self, indices) -> torch.Tensor:
+        """Target planes (k, H, W) float32 of the labels at ``indices`` only."""
+        indices = list(indices)
+        if self._targets is not None:
+            return self._targets[indices]
+        out = torch.empty((len(indices), *self.size), dtype=torch.float32, device=self.device)
+        for n, k in enumerate(indices):  # one plane at a time: no (K, H, W) bool or int64 temporary
+            torch.eq(self._index, k, out=out[n])
+        return out
 
     def index_map(self) -> torch.Tensor:
         """(H, W) long: label index per pixel, -1 where ignored."""
-        idx = self.targets.argmax(0)
-        return torch.where(self.ignore, torch.full_like(idx, -1), idx)
+        if self._index is not None:
+            return self._index.long()
+        idx = self._targets.argmax(0)
+        return torch.where(self._ignore, torch.full_like(idx, -1), idx)
+
+    def clone(self) -> Layout:
+        """A copy with tensors of its own (e.g. normal tensors of a layout made under inference mode)."""
+        if self._index is not None:
+            return Layout(self.labels, notes=self.notes, index=self._index.clone())
+        return Layout(self.labels, self._targets.clone(), self._ignore.clone(), self.notes)
 
     def resized(self, height: int, width: int) -> Layout:
         """Nearest-neighbour resize (labels stay crisp); refuses absurd ratios."""
@@ -50,8 +116,11 @@ class Layout:
                 f"layout: size {w}x{h} is too far from the image size {width}x{height} "
                 f"(more than {MAX_RESIZE_RATIO:g}x); paint the layout at the image size or an aspect-matched size"
             )
-        idx = self.index_map()[None, None].float()
-        idx = F.interpolate(idx, size=(height, width), mode="nearest")[0, 0].long()
+        src = self._index if self._index is not None else self.index_map().to(torch.int16)
+        # nearest: each output pixel takes the input pixel under its centre (as F.interpolate "nearest")
+        ys = (torch.arange(height, device=src.device) * h // height).clamp(max=h - 1)
+        xs = (torch.arange(width, device=src.device) * w // width).clamp(max=w - 1)
+        idx = src[ys][:, xs]
         note = f"layout resized from {w}x{h} to {width}x{height} (nearest)"
         return layout_from_index_map(idx, self.labels, self.notes + [note])
 
@@ -61,40 +130,51 @@ class Layout:
         if self.size == (height, width):
             return self
         size = (height, width)
-        keep = F.interpolate((~self.ignore).float()[None, None], size=size, mode="area")[0, 0]
-        targets = F.interpolate(self.targets[None].float(), size=size, mode="area")[0]
+
+        def area(plane):
+            return F.interpolate(plane[None, None], size=size, mode="area")[0, 0]
+
+        keep = area((~self.ignore).float())
+        if self._index is not None:  # one full-size plane at a time
+            targets = torch.stack([area(self.planes([k])[0]) for k in range(len(self.labels))])
+        else:
+            targets = F.interpolate(self._targets[None].float(), size=size, mode="area")[0]
         ignore = keep < 0.5
         targets = torch.where(ignore, torch.zeros_like(targets), targets / keep.clamp_min(1e-6))
-        return Layout(list(self.labels), targets, ignore, list(self.notes))
+        return Layout(self.labels, targets, ignore, self.notes)
 
     def to(self, device) -> Layout:
-        return Layout(self.labels, self.targets.to(device), self.ignore.to(device), list(self.notes))
+        if self._index is not None:
+            return Layout(self.labels, notes=self.notes, index=self._index.to(device))
+        return Layout(self.labels, self._targets.to(device), self._ignore.to(device), self.notes)
 
     def subset(self, labels: list[str]) -> tuple[torch.Tensor, list[int]]:
         """Targets (k, H, W) of ``labels`` (which must be in this layout) and their indices."""
         idx = [self.labels.index(label) for label in labels]
-        return self.targets[idx], idx
+        return self.planes(idx), idx
 
 
 def layout_from_index_map(idx: torch.Tensor, labels: list[str], notes: list[str] | None = None) -> Layout:
-    """Layout from a label index map (H, W) long (-1 = ignored) and its label names.
+    """Layout from a label index map (H, W) of integers (-1 = ignored) and its label names.
 
     Every layout source ends here. Labels with no pixel are left out (with a note).
     """
     notes = list(notes or [])
-    ignore = idx < 0
-    present = sorted(set(idx[~ignore].unique().tolist()))
+    if len(labels) > 32767:
+        raise TCIGInputError(f"layout: {len(labels)} labels; at most 32767")
+    idx = idx.to(torch.int16)
+    counts = torch.bincount(idx.flatten().long().clamp_min(-1) + 1, minlength=len(labels) + 1)[1:]
+    present = torch.nonzero(counts).flatten().tolist()
     if not present:
         raise TCIGInputError("layout: every pixel is ignored; paint at least one labelled region")
     kept = [labels[i] for i in present]
-    remap = torch.full((len(labels),), -1, dtype=torch.long)
-    remap[present] = torch.arange(len(present))
-    new = torch.where(ignore, idx.new_full(idx.shape, -1), remap[idx.clamp_min(0)])
-    targets = F.one_hot(new.clamp_min(0), len(kept)).permute(2, 0, 1).float() * (~ignore).float()
-    dropped = [label for i, label in enumerate(labels) if i not in present]
-    if dropped:
+    if len(present) != len(labels):  # renumber the labels that have pixels
+        remap = torch.full((len(labels) + 1,), -1, dtype=torch.int16)
+        remap[torch.tensor(present) + 1] = torch.arange(len(present), dtype=torch.int16)
+        idx = remap.to(idx.device)[idx.long() + 1]
+        dropped = [label for i, label in enumerate(labels) if i not in present]
         notes = notes + [f"labels with no pixels left out: {dropped}"]
-    return Layout(kept, targets, ignore, notes)
+    return Layout(kept, notes=notes, index=idx)
 
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")

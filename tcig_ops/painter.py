@@ -55,21 +55,36 @@ def _varints(values: np.ndarray) -> bytes:
     return bytes(out)
 
 
-def _read_varints(data: bytes) -> np.ndarray:
-    """Inverse of ``_varints`` (vectorised); refuses a cut-off last varint or one over 4 bytes."""
+def _read_varints(data: bytes, max_count: int | None = None) -> np.ndarray:
+    """Inverse of ``_varints`` (vectorised, int32); refuses a cut-off last varint, one over 4 bytes,
+    or more than ``max_count`` numbers before allocating anything per number."""
     b = np.frombuffer(data, dtype=np.uint8)
     if not len(b):
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int32)
     ends = b < 0x80
     if not ends[-1]:
         raise ValueError("the run data ends inside a number")
-    starts = np.flatnonzero(np.concatenate([[True], ends[:-1]]))
-    group = np.cumsum(np.concatenate([[0], ends[:-1]]))  # which varint each byte belongs to
-    pos = np.arange(len(b)) - starts[group]
-    if pos.max() > 3:
+    count = int(np.count_nonzero(ends))
+    if max_count is not None and count > max_count:
+        raise ValueError(f"{count} run values is more than a map of this size can hold")
+    last = np.flatnonzero(ends)
+    first = np.empty_like(last)
+    first[0], first[1:] = 0, last[:-1] + 1
+    length = last - first + 1
+    if length.max() > 4:
         raise ValueError("a run-length number is too long")
-    parts = (b & 0x7F).astype(np.int64) << (7 * pos)
-    return np.bincount(group, weights=parts).astype(np.int64) if len(parts) else parts
+    values = (b[first] & 0x7F).astype(np.int32)
+    for k in range(1, 4):  # LEB128: the first byte holds the lowest 7 bits
+        more = np.flatnonzero(length > k)
+        values[more] |= (b[first[more] + k] & 0x7F).astype(np.int32) << (7 * k)
+    return values
+
+
+def max_run_bytes(width: int, height: int) -> int:
+    """The most bytes the runs of a width x height map can take: one byte per value plus a length
+    of 1 byte (runs < 128 px), 2 (< 16384) or more; every run covers at least one pixel."""
+    n = width * height
+    return 2 * n + 3 * (n // 128) + 16
 
 
 def encode_runs(index_map: np.ndarray) -> tuple[str, int]:
@@ -150,8 +165,10 @@ def decode_painting(text: str) -> tuple[np.ndarray, list[str], list[str]]:
     rle, crc = value.get("rle"), value.get("crc32")
     if not isinstance(rle, str) or not isinstance(crc, int):
         raise TCIGInputError("painting: the map (rle, crc32) is missing")
+    if len(rle) > 4 * (max_run_bytes(w, h) // 3 + 1):  # before decoding anything
+        raise TCIGInputError(f"painting: the map data ({len(rle)} characters) is longer than any {w}x{h} map; it is corrupt")
     try:
-        runs = _read_varints(base64.b64decode(rle.encode("ascii"), validate=True))
+        runs = _read_varints(base64.b64decode(rle.encode("ascii"), validate=True), max_count=2 * w * h)
     except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
         raise TCIGInputError(f"painting: the map data is corrupt ({exc}); repaint or reload the workflow") from None
     if len(runs) % 2:
@@ -177,7 +194,7 @@ def layout_from_painting(text: str) -> tuple[Layout, list[str], list[str]]:
     other layout sources.
     """
     index_map, names, colors = decode_painting(text)
-    idx = torch.from_numpy(index_map.astype(np.int64)) - 1  # -1 = not painted = ignored
+    idx = torch.from_numpy(index_map.astype(np.int16)) - 1  # -1 = not painted = ignored (2 bytes a pixel)
     layout = layout_from_index_map(idx, names)
     return layout, [colors[names.index(label)] for label in layout.labels], names
 

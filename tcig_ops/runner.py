@@ -105,7 +105,9 @@ def run(
     clip_guide = None
     if models.clip is not None and settings.clip_weight > 0:
         clip_guide = ClipGuide(models.clip, parse_prompts(prompt), cutn=cutn, cut_pow=cut_pow)
-    regions = region_guides(models, region_prompts, cutn, cut_pow) if settings.clip_weight > 0 else []
+    # checked whatever the CLIP weight (no CLIP model: an error; unknown labels: refused in run_stage1,
+    # which skips the region terms' work at weight 0)
+    regions = region_guides(models, region_prompts, cutn, cut_pow)
     return run_stage1(
         models.vqgan, layout, guides, settings, clip_guide=clip_guide, init_image=init_image, callback=callback, region_prompts=regions
     )

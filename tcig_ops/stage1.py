@@ -344,9 +344,28 @@ def _levels(settings: Stage1Settings, factor: int) -> list[tuple[int, int, int, 
     return out
 
 
+def latent_at(z: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A latent (1, E, H', W') area-averaged to (h, w) cells (itself at its own size)."""
+    return z if tuple(z.shape[-2:]) == (h, w) else F.interpolate(z, size=(h, w), mode="area")
+
+
+def hand_over(z: torch.Tensor, h: int, w: int, z_init: torch.Tensor | None = None) -> torch.Tensor:
+    """A coarse level's latent carried to (h, w) cells: each cell repeated (nearest). With an init
+    image's full-size latent ``z_init``, the detail that the coarse grid could not hold is added
+    back (``z_init`` at (h, w) minus its coarse version repeated), so a coarse level that changed
+    nothing hands over exactly the init image's latent at (h, w)."""
+    if tuple(z.shape[-2:]) == (h, w):
+        return z
+    up = F.interpolate(z, size=(h, w), mode="nearest")
+    if z_init is None:
+        return up
+    coarse = latent_at(z_init, *z.shape[-2:])
+    return up + latent_at(z_init, h, w) - F.interpolate(coarse, size=(h, w), mode="nearest")
+
+
 def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free_memory, region_prompts) -> Stage1Result:
     # tensors made under inference mode cannot be saved for backward: take normal copies
-    layout = Layout(list(layout.labels), layout.targets.clone(), layout.ignore.clone(), list(layout.notes))
+    layout = layout.clone()
     init_image = init_image.clone() if init_image is not None else None
     settings = Stage1Settings(**vars(settings))
     notes = settings.validate(vqgan.factor)
@@ -357,6 +376,8 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
     notes += full_layout.notes
     bind_guides(guides, full_layout)  # every label error before any work
     regions = _check_regions(region_prompts or [], full_layout)
+    if settings.clip_weight == 0:  # checked, but a CLIP term at weight 0 is not worth its forward and backward
+        regions = []
     levels = _levels(settings, vqgan.factor)
     if len(levels) > 1:
         notes.append("coarse-to-fine: " + " -> ".join(f"{w}x{h} ({n} steps)" for w, h, n, _ in levels))
@@ -368,10 +389,14 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
         torch.manual_seed(settings.seed)
         gen = torch.Generator(device=device).manual_seed(settings.seed)
         w0, h0 = levels[0][:2]
+        z_init = None  # an init image's latent at full size: its detail is kept through the coarse levels
         if init_image is not None:
-            init = F.interpolate(init_image.to(device).float(), size=(h0, w0), mode="bilinear", align_corners=False)
+            init = init_image.to(device).float()
+            if tuple(init.shape[-2:]) != (H, W):
+                init = F.interpolate(init, size=(H, W), mode="bilinear", align_corners=False)
             with torch.no_grad():
-                z = vqgan.encode(init).detach().clone()
+                z_init = vqgan.encode(init).detach().clone()
+            z = latent_at(z_init, h0 // vqgan.factor, w0 // vqgan.factor)
         elif settings.layout_start_steps > 0:
             start_steps = settings.layout_start_steps
             counter = iter(range(1, start_steps + 1))
@@ -401,8 +426,7 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
         step = 0
         for li, (lw, lh, n_steps, lr_factor) in enumerate(levels):
             last_level = li == len(levels) - 1
-            if (z.shape[-1] * vqgan.factor, z.shape[-2] * vqgan.factor) != (lw, lh):
-                z = F.interpolate(z.detach(), size=(lh // vqgan.factor, lw // vqgan.factor), mode="nearest")
+            z = hand_over(z.detach(), lh // vqgan.factor, lw // vqgan.factor, z_init)
             z = z.detach().clone().requires_grad_(True)
             z_good = z.detach().clone()
             lay = full_layout.downsampled(lh, lw).to(device)
@@ -410,7 +434,11 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
             valid = ~lay.ignore
             pixel_weights = [balanced_pixel_weights(b.targets, valid) if settings.balance_classes else None for b in bound]
             grad_norms = TermScales()  # each level has its own image size and so its own gradient sizes
-            level_regions = [(r, *_region_box(lay, r.label)) for r in regions]
+            boxes = [(r, _region_box(lay, r.label)) for r in regions]
+            level_regions = [(r, *box) for r, box in boxes if box is not None]
+            for r, box in boxes:
+                if box is None:
+                    notes.append(f"region prompt {r.label!r}: the region has no cell at {lw}x{lh}; its term starts at a finer level")
             base_lr = settings.lr * lr_factor
             opt = torch.optim.Adam([z], lr=base_lr)
             offset = step
@@ -529,8 +557,7 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
                 break
             z = z_good
         final_z = z_good.detach()
-        if tuple(final_z.shape[-2:]) != (H // vqgan.factor, W // vqgan.factor):  # stopped at a coarse level
-            final_z = F.interpolate(final_z, size=(H // vqgan.factor, W // vqgan.factor), mode="nearest")
+        final_z = hand_over(final_z, H // vqgan.factor, W // vqgan.factor, z_init)  # when stopped at a coarse level
         final = _decode(vqgan, final_z, settings.fast)
         full_dev = full_layout.to(device)
         bound = bind_guides(guides, full_dev)
@@ -598,13 +625,16 @@ def _check_regions(regions: list[RegionPrompt], layout: Layout) -> list[RegionPr
     return regions
 
 
-def _region_box(layout: Layout, label: str) -> tuple[tuple[int, int, int, int], torch.Tensor, float]:
-    """Bounding box (x0, y0, x1, y1) of a label's pixels, its mask inside the box, its share of the image.
-    Host work, once per level (the layout does not change while a level runs)."""
-    target = layout.targets[layout.labels.index(label)]
+def _region_box(layout: Layout, label: str) -> tuple[tuple[int, int, int, int], torch.Tensor, float] | None:
+    """Bounding box (x0, y0, x1, y1) of a label's pixels, its mask inside the box, its share of the image;
+    None when no pixel of this level holds any of the region (a thin region beside unpainted pixels,
+    whose cells are all ignored on a coarse level). Host work, once per level."""
+    target = layout.planes([layout.labels.index(label)])[0]
     mask = target > 0.5
     if not mask.any():  # a small region on a coarse level: every pixel that holds some of it
         mask = target > 0
+    if not mask.any():
+        return None
     ys, xs = torch.nonzero(mask.cpu(), as_tuple=True)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     share = float(mask.float().mean())
@@ -718,13 +748,13 @@ def layout_start_image(
     A step whose field turns non-finite is dropped (the last finite field is kept).
     ``on_step(image)`` runs after each step (progress, cancelling)."""
     bound = [b for b in bind_guides(guides, layout) if b.guide.weight > 0]
-    H, W = layout.targets.shape[-2:]
+    H, W = layout.size
     if not bound:
         steps = 0  # no guide pulls: nothing to optimise
     valid = ~layout.ignore
     weights = [balanced_pixel_weights(b.targets, valid) if balance_classes else None for b in bound]
     shape = (1, 3, max(1, H // cell), max(1, W // cell))
-    field_ = torch.full(shape, 0.5, device=layout.targets.device)
+    field_ = torch.full(shape, 0.5, device=layout.device)
     if generator is not None:
         field_ += 0.2 * (torch.rand(shape, generator=generator, device=field_.device) - 0.5)
     field_.requires_grad_(True)

@@ -124,8 +124,9 @@ def test_one_class_clipseg_guide_has_a_gradient_and_steers_its_class(models, tin
     with_guide = run_stage1(vq, layout, [Guide(models["seg_a"], 1.0, ["sky", "mountain"]), Guide(clipseg, 1.0, ["water"])], settings)
     without = run_stage1(vq, layout, [Guide(models["seg_a"], 1.0, ["sky", "mountain"]), Guide(clipseg, 0.0, ["water"])], settings)
     water = lambda r: _clipseg_iou(clipseg, r.image, layout, "water")  # noqa: E731
-    assert with_guide.iou["water"] > with_guide.start_iou["water"] + 0.3, (with_guide.start_iou, with_guide.iou)
-    assert water(with_guide) > water(without) + 0.3, (water(with_guide), water(without))
+    # against the same run with the CLIPSeg guide at weight 0 (it still reports water's IoU there)
+    assert with_guide.iou["water"] > without.iou["water"] + MARGIN, (with_guide.iou, without.iou)
+    assert water(with_guide) > water(without) + MARGIN, (water(with_guide), water(without))
 
 
 def test_two_class_clipseg_guide_pushes_other_labels_to_zero_and_steers_both(models, tiny):
@@ -137,11 +138,12 @@ def test_two_class_clipseg_guide_pushes_other_labels_to_zero_and_steers_both(mod
     r = run_stage1(models["vqgan"], layout, [Guide(clipseg, 1.0, ["grass", "road"])], settings)
     base = run_stage1(models["vqgan"], layout, [Guide(clipseg, 0.0, ["grass", "road"])], settings)  # the same run, unguided
     for label in ("grass", "road"):
-        assert r.iou[label] > base.iou[label] + 0.2 and r.iou[label] >= 0.7, (r.iou, base.iou)
-    probs = clipseg(r.image, labels=["grass", "road"])[0]
+        assert r.iou[label] > base.iou[label] + 2 * MARGIN, (r.iou, base.iou)
+    probs, base_probs = (clipseg(x.image, labels=["grass", "road"])[0] for x in (r, base))
     # a pixel of the road is pushed towards grass = 0 (a softmax over two would leave it at 1 - p(road))
-    road = layout.targets[layout.labels.index("road")].bool()
-    assert probs[0][road].mean() < 0.3 and probs[1][road].mean() > 0.6
+    road = layout.planes([layout.labels.index("road")])[0].bool()
+    assert probs[0][road].mean() < probs[1][road].mean() - 2 * MARGIN, (probs[0][road].mean(), probs[1][road].mean())
+    assert probs[1][road].mean() > base_probs[1][road].mean() + 2 * MARGIN
 
 
 def test_two_guides_on_one_shared_clipseg_each_steer_their_own_classes(models, tiny):
@@ -161,7 +163,6 @@ def test_two_guides_on_one_shared_clipseg_each_steer_their_own_classes(models, t
         base = run_stage1(models["vqgan"], layout, off, settings)
         for label in labels:
             assert r.iou[label] > base.iou[label] + MARGIN, (label, r.iou, base.iou)
-    assert r.miou >= 0.45, r.iou  # tiny CLIPSeg, 150 steps: the bar is that each guide steers, above
 
 
 # --- 4. memory guard -------------------------------------------------------------------------
