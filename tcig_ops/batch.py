@@ -392,6 +392,7 @@ def run_batch(
     device: str = "cpu",
     log=None,
     retry_failed: bool = False,
+    worker_cls: type | None = None,
 ) -> dict:
     """Run every job not yet in OUT/summary.jsonl; returns counts. ``ray_address`` None runs here,
     "local" starts a local Ray pool of ``workers`` actors, anything else joins that cluster.
@@ -399,7 +400,8 @@ def run_batch(
     A job recorded as failed is done too (its error does not go away by itself); with
     ``retry_failed`` such jobs run again and their new row follows the old one. The models are
     checked (paths here, loading in each worker) before any job runs: a batch whose models
-    cannot load stops with a TCIGInputError and records nothing."""
+    cannot load stops with a TCIGInputError and records nothing. ``worker_cls``: the Ray actor class
+    (a RayWorker subclass), for embedding."""
     check_models(models)
     os.makedirs(out, exist_ok=True)
     for name in os.listdir(out):  # leftovers of jobs cut short: never counted, removed
@@ -432,7 +434,7 @@ def run_batch(
                 nonlocal progress
                 progress = Progress(len(jobs), counts["skipped"])
 
-            _run_on_ray(todo, models, out, ray_address, workers, threads, gpus_per_worker, device, record, started)
+            _run_on_ray(todo, models, out, ray_address, workers, threads, gpus_per_worker, device, record, started, worker_cls)
     finally:
         if progress is not None:
             progress.close()
@@ -464,7 +466,23 @@ def _cause(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _run_on_ray(todo, models, out, address, workers, threads, gpus_per_worker, device, record, started=None) -> None:
+def _wait_ready(ray, actor, timeout: float = 600) -> None:
+    """Wait until a restarted actor has loaded its models again; one whose restart fails is the
+    engine's failure (TCIGInputError), not the job's."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ray.get(actor.pid.remote(), timeout=timeout)
+            return
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise TCIGInputError("a Ray worker did not come back after it died; the unfinished jobs were not recorded") from None
+            time.sleep(0.5)
+        except ray.exceptions.RayError as exc:
+            raise TCIGInputError(f"a Ray worker could not restart: {_cause(exc)}; the unfinished jobs were not recorded") from None
+
+
+def _run_on_ray(todo, models, out, address, workers, threads, gpus_per_worker, device, record, started=None, worker_cls=None) -> None:
     ray = ray_or_explain()
     started_here = address == "local"
     if started_here:
@@ -476,7 +494,7 @@ def _run_on_ray(todo, models, out, address, workers, threads, gpus_per_worker, d
         # an actor whose process dies is restarted (models loaded again); the driver, not Ray, retries
         # the job it was running, at most MAX_ATTEMPTS times, so a job that kills every process it runs
         # in is recorded as failed instead of being retried for ever
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=-1, max_task_retries=0)(RayWorker)
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=-1, max_task_retries=0)(worker_cls or RayWorker)
         pool = [actor_cls.remote(models, out, per, device if not gpus_per_worker else "cuda", f"ray-worker-{i}") for i in range(workers)]
         try:  # every actor has loaded the models before any job is sent: a load error is the batch's, not the jobs'
             ray.get([a.pid.remote() for a in pool])
@@ -499,10 +517,7 @@ def _run_on_ray(todo, models, out, address, workers, threads, gpus_per_worker, d
                 try:
                     row = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the worker process died while running this job
-                    if "creation task" in str(exc):  # it could not even restart: the engine is broken, not the job
-                        raise TCIGInputError(
-                            f"a Ray worker could not restart: {_cause(exc)}; the unfinished jobs were not recorded"
-                        ) from None
+                    _wait_ready(ray, actor)  # the next job goes to a worker that has its models again
                     if attempts[job.id] < MAX_ATTEMPTS:
                         queue.insert(0, job)
                         free.append(actor)

@@ -232,3 +232,112 @@ def test_ray_worker_killed_mid_run_every_job_finishes_once(tiny, tmp_path):
     assert all(x["status"] == "ok" for x in rows), rows
     assert len(os.listdir(pids_dir)) >= 3  # the killed actor was restarted
     assert not [n for n in os.listdir(out) if n.startswith("_tmp-")]
+
+
+# --- issue 19: engine failures are not job failures; bad fields fail alone; bounded retries ------
+
+
+def _rows_or_none(out):
+    return _summary(out) if os.path.isfile(os.path.join(out, "summary.jsonl")) else []
+
+
+@pytest.mark.parametrize("engine", ["here", pytest.param("ray", marks=needs_ray)])
+def test_a_mistyped_model_path_ends_the_batch_before_any_job(tiny, tmp_path, engine):
+    jobs, out = _jobs(tmp_path, n=3, bad=None), str(tmp_path / "out")
+    typo = os.path.join(os.path.dirname(tiny["vqgan"]), "TYPO.ckpt")
+    ray = ["--ray", "local", "--workers", "1"] if engine == "ray" else []
+    r = _batch(jobs, "--vqgan", typo, "--segmenter", tiny["segmenters"][0], "--out", out, "--threads", "1", *ray)
+    assert r.returncode == 2, r.stderr[-2000:]
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "TYPO.ckpt" in errors[0], r.stderr[-2000:]
+    assert _rows_or_none(out) == []  # nothing recorded: a rerun with the path fixed runs every job
+    fixed = _batch(jobs, "--vqgan", tiny["vqgan"], "--segmenter", tiny["segmenters"][0], "--out", out, "--threads", "1", *ray)
+    assert fixed.returncode == 0 and "3 ok, 0 failed, 0 already done" in fixed.stdout, fixed.stderr[-2000:]
+
+
+@needs_ray
+def test_ray_workers_that_cannot_load_the_models_record_nothing(tiny, tmp_path):
+    """The file exists (the driver's check passes) but is no checkpoint: every actor's constructor fails."""
+    jobs, out = _jobs(tmp_path, n=3, bad=None), str(tmp_path / "out")
+    broken = tmp_path / "broken.ckpt"
+    broken.write_text("<html>not a checkpoint</html>")
+    cfg = os.path.splitext(tiny["vqgan"])[0] + ".yaml"
+    r = _batch(jobs, "--vqgan", str(broken), "--vqgan-config", cfg, "--segmenter", tiny["segmenters"][0], "--out", out, "--ray", "local")
+    assert r.returncode == 2, r.stderr[-2000:]
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "could not load the models" in errors[0] and "\x1b[" not in errors[0], r.stderr[-2000:]
+    assert _rows_or_none(out) == []
+
+
+def test_bad_field_types_fail_alone_with_the_field_named(tiny, tmp_path):
+    good = json.loads(open(_jobs(tmp_path, n=1, bad=None)).readline())
+    bad = {
+        "lr-text": {"lr": "0.1"},
+        "layout-number": {"layout": 5},
+        "seed-bool": {"seed": True},
+        "size-zero": {"size": [0, 48]},
+        "levels-text": {"levels": "0.5,1"},
+        "regions-number": {"region_prompts": 5},
+        "prompt-list": {"prompt": ["a", "b"]},
+    }
+    lines = [dict(good, id=name, **fields) for name, fields in bad.items()] + [dict(good, id="fine")]
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = str(tmp_path / "out")
+    r = _batch(str(path), "--models", _models_dir(tiny), "--out", out, "--threads", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {x["id"]: x for x in _summary(out)}
+    assert rows["fine"]["status"] == "ok"
+    for name, fields in bad.items():
+        (field,) = fields
+        assert rows[name]["status"] == "failed" and f"field '{field}'" in rows[name]["error"], rows[name]
+    assert "Traceback" not in r.stderr
+
+
+def test_failed_jobs_rerun_only_when_asked(tiny, tmp_path):
+    out = str(tmp_path / "out")
+    jobs = _jobs(tmp_path, n=2, bad=1)
+    assert _batch(jobs, "--models", _models_dir(tiny), "--out", out, "--threads", "1").returncode == 0
+    (tmp_path / "missing.png").write_bytes((tmp_path / "lake.png").read_bytes())  # the user fixes the job's input
+    plain = _batch(jobs, "--models", _models_dir(tiny), "--out", out, "--threads", "1")
+    assert "0 ok, 0 failed, 2 already done" in plain.stdout
+    retry = _batch(jobs, "--models", _models_dir(tiny), "--out", out, "--threads", "1", "--retry-failed")
+    assert "1 ok, 0 failed, 1 already done" in retry.stdout, retry.stdout + retry.stderr[-1500:]
+    rows = _summary(out)
+    assert [(x["id"], x["status"]) for x in rows] == [("job0", "ok"), ("job1", "failed"), ("job1", "ok")]
+    csv_lines = (tmp_path / "out" / "summary.csv").read_text().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[-1].startswith("job1,ok,")  # appended, one row per summary line
+
+
+if importlib.util.find_spec("ray") is not None:
+    from tcig_ops.batch import RayWorker
+
+    class CrashingWorker(RayWorker):
+        """A worker whose process dies (as out of memory would kill it) on the job named 'crash'."""
+
+        def run(self, job):
+            if job.id == "crash":
+                with open(os.path.join(self.out, "_attempts"), "a", encoding="ascii") as f:
+                    f.write("x")
+                os._exit(1)
+            return super().run(job)
+
+
+@needs_ray
+def test_a_job_that_kills_its_worker_is_retried_three_times_then_failed(tiny, tmp_path):
+    import ray.cloudpickle
+
+    from tcig_ops.batch import MAX_ATTEMPTS, read_jobs, run_batch
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors can build the test's class
+    good = json.loads(open(_jobs(tmp_path, n=1, bad=None)).readline())
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("".join(json.dumps(dict(good, id=i)) + "\n" for i in ("a", "crash", "b")))
+    out = str(tmp_path / "out")
+    models = {"vqgan": tiny["vqgan"], "segmenters": [tiny["segmenters"][0]]}
+    counts = run_batch(read_jobs(str(path)), models, out, "local", workers=1, threads=1, worker_cls=CrashingWorker)
+    assert counts["ok"] == 2 and counts["failed"] == 1, counts
+    rows = {x["id"]: x for x in _summary(out)}
+    assert rows["crash"]["status"] == "failed" and f"died {MAX_ATTEMPTS} times" in rows["crash"]["error"]
+    assert open(os.path.join(out, "_attempts")).read() == "x" * MAX_ATTEMPTS, rows["crash"]["error"]
+    assert rows["a"]["status"] == rows["b"]["status"] == "ok"
