@@ -154,9 +154,10 @@ def decode_painting(text: str) -> tuple[np.ndarray, list[str], list[str]]:
     for n, entry in enumerate(labels, 1):
         name = entry.get("name") if isinstance(entry, dict) else None
         color = entry.get("color") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        # the name is trimmed, then counted in code points (the widget counts the same way)
+        if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME:
             raise TCIGInputError(f"painting: label #{n} needs a name of 1..{MAX_NAME} characters")
-        if not isinstance(color, str) or not _HEX.match(color):
+        if not isinstance(color, str) or not _HEX.fullmatch(color):
             raise TCIGInputError(f"painting: label #{n} ({name.strip()}) has colour {color!r}; write colours as '#rrggbb'")
         if name.strip() in names:
             raise TCIGInputError(f"painting: label {name.strip()!r} is listed twice; give each region one label")

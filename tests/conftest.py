@@ -84,8 +84,8 @@ def server(tiny, tmp_path_factory):
     yaml_path = prepare_base(str(base), str(tmp_path_factory.mktemp("extra_models")), tiny, sd)
     from e2e.file_server import Files, tiny_model_files
 
-    hub = Files(tiny_model_files(tiny))  # stands in for the model hub: known models download from loopback
-    srv = ComfyServer(comfy, str(base), yaml_path, str(base / "server.log"), env={"TCIG_MODEL_BASE_URL": hub.url})
+    hub = Files(tiny_model_files(tiny))  # stands in for the Hugging Face Hub: known models download from loopback
+    srv = ComfyServer(comfy, str(base), yaml_path, str(base / "server.log"), env={"HF_ENDPOINT": hub.url})
     srv.hub = hub
     yield srv
     srv.stop()

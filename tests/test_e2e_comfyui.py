@@ -310,9 +310,10 @@ def test_segmenter_label_routes(server):
 
 
 def test_known_models_download_on_first_use_through_the_nodes(server):
-    """The two-stage workflow as shipped names '(download)' entries: VQGAN, guidance CLIP and
-    SegFormer come from the loopback stand-in for the hub into the extra_model_paths.yaml folders,
-    then the graph runs; a second run fetches nothing."""
+    """The two-stage workflow as shipped names '(download)' entries: the guidance CLIP and the
+    SegFormer come through huggingface_hub from the loopback stand-in for the Hub (HF_ENDPOINT) into
+    the extra_model_paths.yaml folders, and the VQGAN (a direct URL, not the Hub's) is placed by
+    hand as the README says, and used; then the graph runs; a second run fetches nothing."""
     info = server.get("/object_info")
     assert "vqgan_imagenet_f16_16384 (download)" in json.dumps(info["TCIGVQGANLoader"]["input"]["required"]["vqgan_name"])
     assert "segformer-b0-finetuned-ade-512-512 (download)" in json.dumps(info["TCIGSegmenterLoader"]["input"]["required"])
@@ -329,15 +330,21 @@ def test_known_models_download_on_first_use_through_the_nodes(server):
         extra / "tcig_clip" / "open_clip_vit_b32.json",
         extra / "segmenters" / "segformer-b0-finetuned-ade-512-512",
     ]
+    from e2e.file_server import CLIP_REPO, SEG_REPO
+
+    made[0].parent.mkdir(parents=True, exist_ok=True)
+    made[0].write_bytes(server.hub.files["/vqgan/last.ckpt"])
+    made[1].write_bytes(server.hub.files["/vqgan/model.yaml"])
     try:
         hist = server.wait(server.queue(prompt))
         assert hist["status"]["status_str"] == "success", hist["status"]
         got = {p for p, _ in server.hub.gets[before:]}
         assert {
-            "/vqgan_imagenet_f16_16384/vqgan_imagenet_f16_16384.ckpt",
-            "/open_clip_vit_b32/open_clip_vit_b32.bin",
-            "/segformer-b0-finetuned-ade-512-512/config.json",
-        } <= got
+            f"/{CLIP_REPO}/resolve/main/open_clip_pytorch_model.bin",
+            f"/{SEG_REPO}/resolve/main/config.json",
+            f"/{SEG_REPO}/resolve/main/model.safetensors",
+        } <= got, got
+        assert not [p for p in got if p.startswith("/vqgan/")]  # the VQGAN placed by hand was used
         assert all(p.exists() for p in made)
         n = len(server.hub.gets)
         again = server.wait(server.queue(prompt))

@@ -166,3 +166,24 @@ console.log(JSON.stringify({{js: encodePainting(m, labels), same: fromPy.map.dat
     res = json.loads(out.stdout)
     assert res["same"] is True
     assert res["js"] == py_text
+
+
+def _shared_cases():
+    import json
+
+    from conftest import ROOT
+
+    table = json.loads((ROOT / "tests" / "painting_cases.json").read_text(encoding="utf-8"))
+    return [pytest.param(json.dumps({**table["base"], **c["patch"]}, ensure_ascii=False), c["valid"], id=c["why"]) for c in table["cases"]]
+
+
+@pytest.mark.parametrize("text, valid", _shared_cases())
+def test_the_shared_table_of_painting_values(text, valid):
+    """The same table tests/js/painter_core.test.mjs reads: both validators agree on each case."""
+    from tcig_ops.painter import decode_painting
+
+    if valid:
+        decode_painting(text)
+    else:
+        with pytest.raises(TCIGInputError):
+            decode_painting(text)

@@ -243,12 +243,30 @@ export function encodePainting(map, labels) {
   return JSON.stringify(value);
 }
 
+/** A label name's length as the backend counts it: code points, not UTF-16 units (an emoji is 1). */
+export function nameLength(name) {
+  return [...name].length;
+}
+
+/**
+ * Read a stored value for the widget: { map, labels, error: null } when it decodes, else
+ * { error, raw } with the stored text untouched, so the widget neither sends nor saves another
+ * layout in its place (the backend then refuses the same value with its own error).
+ */
+export function loadPainting(text) {
+  try {
+    return { ...decodePainting(text), error: null, raw: null };
+  } catch (e) {
+    return { map: null, labels: null, error: String(e.message || e), raw: typeof text === "string" ? text : "" };
+  }
+}
+
 function checkLabels(labels) {
   if (!Array.isArray(labels) || labels.length < 1 || labels.length > MAX_LABELS) throw new Error(`painting: the label table must list 1..${MAX_LABELS} labels`);
   const seen = new Set();
   labels.forEach((l, i) => {
     const name = typeof l?.name === "string" ? l.name.trim() : "";
-    if (!name || name.length > MAX_NAME) throw new Error(`painting: label #${i + 1} needs a name of 1..${MAX_NAME} characters`);
+    if (!name || nameLength(name) > MAX_NAME) throw new Error(`painting: label #${i + 1} needs a name of 1..${MAX_NAME} characters`);
     if (typeof l.color !== "string" || !/^#[0-9a-fA-F]{6}$/.test(l.color)) throw new Error(`painting: label #${i + 1} (${name}) has colour ${l.color}; write colours as '#rrggbb'`);
     if (seen.has(name)) throw new Error(`painting: label '${name}' is listed twice; give each region one label`);
     seen.add(name);

@@ -4,7 +4,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
-  History, PaintMap, MAX_LABELS, MAX_SIDE, decodePainting, encodePainting, fillEllipse, fillRect, floodFill,
+  History, PaintMap, MAX_LABELS, MAX_NAME, MAX_SIDE, encodePainting, loadPainting, nameLength, fillEllipse, fillRect, floodFill,
   nextColor, removeLabel, renderRGBA, strokeLine,
 } from "./painter_core.js";
 
@@ -55,6 +55,7 @@ class Painter {
     this.active = 1;
     this.opacity = 0.5;
     this.encoded = null; // cache of the stored value, cleared by every edit
+    this.raw = null; // a stored value that did not decode, kept as it was until the user paints
     this.root = el("div", { class: "tcig-painter" });
     this.build();
     this.load(initial);
@@ -62,28 +63,31 @@ class Painter {
 
   // ---- value ----
   get value() {
+    if (this.raw !== null) return this.raw; // a stored value that did not decode is sent and saved as it was
     if (this.encoded === null) this.encoded = encodePainting(this.map, this.labels);
     return this.encoded;
   }
   load(text) {
-    try {
-      const { map, labels } = decodePainting(text);
-      this.map = map;
-      this.labels = labels;
+    const got = loadPainting(text);
+    if (got.error === null) {
+      this.map = got.map;
+      this.labels = got.labels;
+      this.raw = null;
       this.error.textContent = "";
-    } catch (e) {
-      // keep what was there; say why the stored value was not taken (the backend refuses it the same way)
-      this.error.textContent = String(e.message || e);
-      if (!this.map) {
-        this.map = new PaintMap(256, 256);
-        this.labels = [{ name: "sky", color: nextColor([]) }];
-      }
+    } else {
+      // never put another layout in its place: Queue sends the stored text (the backend's node error
+      // names the problem) and saving keeps it; the canvas shows a blank one until the user paints
+      this.raw = got.raw;
+      this.error.textContent = `${got.error} (the stored value is kept unchanged; painting replaces it)`;
+      this.map = new PaintMap(this.map?.width || 256, this.map?.height || 256);
+      this.labels = [{ name: "sky", color: nextColor([]) }];
     }
     this.active = Math.min(Math.max(1, this.active), this.labels.length);
     this.encoded = null;
     this.refresh();
   }
   changed() {
+    this.raw = null; // an edit is the user's new painting
     this.encoded = null;
     this.node.setDirtyCanvas?.(true, true);
     this.node.graph?.change?.();
@@ -196,6 +200,11 @@ class Painter {
 
   rename(k, text) {
     const name = text.trim();
+    if (nameLength(name) > MAX_NAME) {
+      this.error.textContent = `a label name has at most ${MAX_NAME} characters`;
+      this.renderTable();
+      return;
+    }
     if (!name || this.labels.some((l, i) => i !== k - 1 && l.name === name)) {
       this.error.textContent = name ? `label '${name}' is already in the table` : "a label needs a name";
       this.renderTable();

@@ -150,3 +150,35 @@ test("resize is nearest-neighbour and new label colours are distinct", () => {
   for (let i = 0; i < 40; i++) table.push({ name: `l${i}`, color: nextColor(table) });
   assert.equal(new Set(table.map((l) => l.color)).size, 40);
 });
+
+// One table of valid and invalid values, read by this file and by tests/test_painter.py: both
+// validators must agree on every case.
+import { readFileSync } from "node:fs";
+import { loadPainting } from "../../web/painter_core.js";
+
+const table = JSON.parse(readFileSync(new URL("../painting_cases.json", import.meta.url), "utf-8"));
+
+test("the shared table of painting values: the widget agrees with the backend on each case", () => {
+  for (const c of table.cases) {
+    const text = JSON.stringify({ ...table.base, ...c.patch });
+    let ok = true;
+    try {
+      decodePainting(text);
+    } catch {
+      ok = false;
+    }
+    assert.equal(ok, c.valid, c.why);
+  }
+});
+
+test("a stored value that does not decode is kept as it was (never replaced by another layout)", () => {
+  const bad = JSON.stringify({ ...table.base, crc32: table.base.crc32 ^ 1 });
+  const got = loadPainting(bad);
+  assert.equal(got.raw, bad);
+  assert.match(got.error, /checksum/);
+  assert.equal(got.map, null);
+  const good = loadPainting(JSON.stringify(table.base));
+  assert.equal(good.error, null);
+  assert.equal(good.raw, null);
+  assert.deepEqual(Array.from(good.map.data), [1, 2]);
+});
