@@ -145,8 +145,8 @@ def sample(image: torch.Tensor, maps: torch.Tensor, cut_size: int, scales: torch
     # sampling positions in fp32 whatever the image's dtype: a bf16 grid is off by up to a pixel
     grid = (pts[..., :2] / pts[..., 2:].clamp_min(1e-6)).view(n, cut_size, cut_size, 2).float()
     image = image.float()
-    # which pooled level each cutout samples is bookkeeping: it stays on the host (no device sync)
-    levels = scales.detach().cpu().clamp_min(1).log2().round().long()
+    # which pooled level each cutout samples is bookkeeping: ``scales`` are host values (no device sync)
+    levels = scales.detach().clamp_min(1).log2().round().long()
     max_level = int(math.log2(max(1, min(image.shape[-2:]) // 2)))  # keep every level at least 2 px
     levels = levels.clamp(max=max_level).tolist()
     out = image.new_empty(n, 3, cut_size, cut_size)
@@ -157,11 +157,20 @@ def sample(image: torch.Tensor, maps: torch.Tensor, cut_size: int, scales: torch
         picked = [i for i, lv in enumerate(levels) if lv == level]
         if not picked:
             continue
-        idx = torch.tensor(picked, device=grid.device)
+        idx = to_device(torch.tensor(picked), grid.device)
         stacked = grid[idx].reshape(1, len(picked) * cut_size, cut_size, 2)
         part = F.grid_sample(pooled, stacked, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = out.index_copy(0, idx, part.view(3, len(picked), cut_size, cut_size).transpose(0, 1))
     return out
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory with ``non_blocking=True``, so the
+    host does not wait for the device (a plain copy from pageable memory synchronises)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def make_cutouts(
@@ -170,14 +179,15 @@ def make_cutouts(
     """(1,3,H,W) in 0..1 -> augmented, noised cutouts (cutn,3,cut,cut) for CLIP."""
     aug = aug or Augment()
     _, _, height, width = image.shape
-    # the random geometry and colours are drawn on the host (torch's CPU generator) and moved
-    # once: on a GPU nothing here waits for the device, and the draws are the same on any device
+    # the random geometry and colours are drawn on the host (torch's CPU generator: the draws are the
+    # same on any device) and copied from pinned memory without waiting (``to_device``): nothing here
+    # makes the host wait for the GPU
     host = torch.device("cpu")
     boxes = random_boxes(cutn, height, width, cut_size, cut_pow, host)
     maps = crop_maps(boxes, height, width) @ affine_maps(cutn, aug, host) @ perspective_maps(cutn, aug, host)
     colour = colour_matrices(cutn, aug, host)
-    batch = sample(image, maps.to(image.device), cut_size, (boxes[:, 2] - boxes[:, 0]) / cut_size)
-    colour = colour.to(image.device, batch.dtype)
+    batch = sample(image, to_device(maps, image.device), cut_size, (boxes[:, 2] - boxes[:, 0]) / cut_size)
+    colour = to_device(colour.to(batch.dtype), image.device)
     batch = torch.bmm(colour, batch.flatten(2)).view_as(batch)
     if noise > 0:
         facs = batch.new_empty(cutn, 1, 1, 1).uniform_(0, noise)

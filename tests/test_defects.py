@@ -300,34 +300,43 @@ def test_check_cadence_does_not_change_the_image(models):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA host syncs: needs a CUDA device")
 def test_no_host_sync_inside_unchecked_steps(tiny):
+    """Between two checked steps nothing makes the host wait for the GPU: the window of the sync
+    check is every run of unchecked steps of every level (as the schedule gives them), the
+    cutouts' random draws, the region terms and the coarse-to-fine hand-over included."""
     from tcig_ops.clip_guide import ClipGuide, load_open_clip
     from tcig_ops.prompts import parse_prompts
     from tcig_ops.segmenters import load_segmenter
+    from tcig_ops.stage1 import RegionPrompt, level_sizes
     from tcig_ops.vqgan import load_vqgan
 
     vq, seg = load_vqgan(tiny["vqgan"], device="cuda"), load_segmenter(tiny["segmenters"][0], device="cuda")
-    clip = ClipGuide(load_open_clip(tiny["clip"], device="cuda"), parse_prompts("a road"), cutn=4)
-    steps = []
+    clip_model = load_open_clip(tiny["clip"], device="cuda")
+    clip = ClipGuide(clip_model, parse_prompts("a road"), cutn=4)
+    region = RegionPrompt("road", ClipGuide(clip_model, parse_prompts("tarmac"), cutn=2))
+    settings = Stage1Settings(width=32, height=32, iterations=24, check_every=10)
+    checked, step = set(), 0
+    for *_, n in level_sizes(settings, vq.factor):  # the steps whose values are read back
+        checked |= {step + k for k in range(n) if k % 10 == 0 or k == n - 1}
+        step += n
+    steps, windows = [], 0
 
     def cb(info):
+        nonlocal windows
+        if info.phase != "optimise":
+            return
         steps.append(info.step)
-        if info.step == 2:
-            torch.cuda.set_sync_debug_mode("error")  # any sync from here until the next check raises
-        elif info.step == 9:
+        following = info.step  # the index of the step that runs next
+        if following < info.total and following not in checked:
+            windows += torch.cuda.get_sync_debug_mode() == 0
+            torch.cuda.set_sync_debug_mode("error")  # any sync until the next checked step raises
+        else:
             torch.cuda.set_sync_debug_mode(0)
 
     try:
-        run_stage1(
-            vq,
-            region_layout("road", 32),
-            [Guide(seg)],
-            Stage1Settings(width=32, height=32, iterations=12, check_every=10),
-            clip_guide=clip,
-            callback=cb,
-        )
+        run_stage1(vq, region_layout("road", 32), [Guide(seg)], settings, clip_guide=clip, callback=cb, region_prompts=[region])
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    assert steps == list(range(1, 13))
+    assert steps == list(range(1, 25)) and windows >= 2
 
 
 # --- 7 + 8. paths from the client stay inside the model folders --------------------------------

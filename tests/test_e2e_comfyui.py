@@ -34,6 +34,7 @@ NODES = [
 ]
 SIZE = 64
 TINY_NAMES = {"segformer-b0-finetuned-ade-512-512 (download)": "tiny-segformer-a", "clipseg-rd64-refined (download)": "tiny-clipseg"}
+TINY_NAMES.update({k[: -len(" (download)")]: v for k, v in TINY_NAMES.items()})  # as 0.2.0's workflows name them
 
 
 def load_api(name: str) -> dict:
@@ -355,3 +356,15 @@ def test_known_models_download_on_first_use_through_the_nodes(server):
         locks = [lock for sub in ("vqgan", "tcig_clip", "segmenters") for lock in (extra / sub).glob("*.lock")]
         for p in made + locks:  # the extra folders link to the tiny-model cache: leave it as it was
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("name", ["tcig_stage1_only", "tcig_multi_segmenter", "tcig_two_stage", "tcig_two_stage_colour_image"])
+def test_workflows_saved_with_0_2_0_still_run(server, name):
+    """The API form of each shipped workflow as released in 0.2.0 (every input its nodes had then,
+    none added since) is accepted by ComfyUI's validation and runs."""
+    with open(os.path.join(ROOT, "tests", "e2e", "released_0_2_0", f"{name}.api.json"), encoding="utf-8") as f:
+        prompt = tiny_version(json.load(f), iterations=10)
+    stage1 = next(n for n in prompt.values() if n["class_type"] == "TCIGStage1")["inputs"]
+    assert not {"region_prompts", "coarse_to_fine", "plateau_steps", "start_from_layout"} & set(stage1)
+    hist = server.wait(server.queue(prompt))
+    assert hist["status"]["status_str"] == "success", hist["status"]
