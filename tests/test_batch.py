@@ -140,15 +140,15 @@ def test_bad_job_lines_fail_alone_and_duplicate_ids_are_refused(tmp_path):
 
     p = tmp_path / "jobs.jsonl"
     p.write_text(
-        '{"id": "a", "layout": "x.png", "classes": {}, "prompt": "p"}\nnot json\n{"id": "../b", "layout": "x", "classes": {}, '
-        '"prompt": "p"}\n{"id": "c", "layout": "x.png", "classes": {}, "prompt": "p", "size": [0, 3]}\n'
-        '{"id": "d", "layout": "x.png", "classes": {}, "prompt": "p", "colour": 1}\n'
+        '{"id": "a", "layout": "x.png", "classes": {"#000000": "sky"}, "prompt": "p"}\nnot json\n{"id": "../b", "layout": "x", "classes": {"#000000": "sky"}, '
+        '"prompt": "p"}\n{"id": "c", "layout": "x.png", "classes": {"#000000": "sky"}, "prompt": "p", "size": [0, 3]}\n'
+        '{"id": "d", "layout": "x.png", "classes": {"#000000": "sky"}, "prompt": "p", "colour": 1}\n'
     )
     jobs = read_jobs(str(p))
     assert [j.error is None for j in jobs] == [True, False, False, False, False]
     assert "not valid JSON" in jobs[1].error and "plain folder name" in jobs[2].error and "size" in jobs[3].error
     assert "unknown fields ['colour']" in jobs[4].error
-    p.write_text('{"id": "a", "layout": "x.png", "classes": {}, "prompt": "p"}\n' * 2)
+    p.write_text('{"id": "a", "layout": "x.png", "classes": {"#000000": "sky"}, "prompt": "p"}\n' * 2)
     with pytest.raises(TCIGInputError, match="used twice"):
         read_jobs(str(p))
 
