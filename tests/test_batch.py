@@ -139,16 +139,17 @@ def test_bad_job_lines_fail_alone_and_duplicate_ids_are_refused(tmp_path):
     from tcig_ops.batch import read_jobs
 
     p = tmp_path / "jobs.jsonl"
+    c = '"classes": {"#000000": "sky"}'
     p.write_text(
-        '{"id": "a", "layout": "x.png", "classes": {"#000000": "sky"}, "prompt": "p"}\nnot json\n{"id": "../b", "layout": "x", "classes": {"#000000": "sky"}, '
-        '"prompt": "p"}\n{"id": "c", "layout": "x.png", "classes": {"#000000": "sky"}, "prompt": "p", "size": [0, 3]}\n'
-        '{"id": "d", "layout": "x.png", "classes": {"#000000": "sky"}, "prompt": "p", "colour": 1}\n'
+        f'{{"id": "a", "layout": "x.png", {c}, "prompt": "p"}}\nnot json\n{{"id": "../b", "layout": "x", {c}, "prompt": "p"}}\n'
+        f'{{"id": "c", "layout": "x.png", {c}, "prompt": "p", "size": [0, 3]}}\n'
+        f'{{"id": "d", "layout": "x.png", {c}, "prompt": "p", "colour": 1}}\n'
     )
     jobs = read_jobs(str(p))
     assert [j.error is None for j in jobs] == [True, False, False, False, False]
     assert "not valid JSON" in jobs[1].error and "plain folder name" in jobs[2].error and "size" in jobs[3].error
     assert "unknown fields ['colour']" in jobs[4].error
-    p.write_text('{"id": "a", "layout": "x.png", "classes": {"#000000": "sky"}, "prompt": "p"}\n' * 2)
+    p.write_text(f'{{"id": "a", "layout": "x.png", {c}, "prompt": "p"}}\n' * 2)
     with pytest.raises(TCIGInputError, match="used twice"):
         read_jobs(str(p))
 
