@@ -146,6 +146,7 @@ VARIANTS = {
     "ours_noseg": "as ours without the segmentation loss",
     "ours_plain": "as ours with the models' own forwards (fast=False)",
     "ours_bf16": "as ours under bf16 autocast",
+    "ours_auto": "as ours at precision auto (what this machine runs fastest)",
 }
 
 
@@ -165,12 +166,17 @@ def measure(variant: str, size: int, iters: int, cutn: int) -> dict:
         precision, with_seg, fast = {
             "ours": ("fp32", True, True),
             "ours_bf16": ("bf16", True, True),
+            "ours_auto": ("auto", True, True),
             "ours_noseg": ("fp32", False, True),
             "ours_plain": ("fp32", True, False),
         }[variant]
         run = ours_runner(vq, clip, seg, size, cutn, precision, with_seg, fast)
         sec = run(iters)  # its first step is the warm-up
     out = {"variant": variant, "size": size, "s_per_it": sec, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if variant == "ours_auto":
+        from tcig_ops.precision import choose
+
+        out["chosen"] = " ".join(choose("auto", "cpu"))
     if variant in ("classic", "ours"):  # matmul/conv FLOPs of one step, forward + backward (untimed)
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -442,8 +448,8 @@ def main():
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, device cpu, cutn {a.cutn}, {a.iters} timed steps, best of {a.rounds} rounds"
     )
-    fp32_rate = matmul_rate(torch.float32)
-    print(f"matmul speed here: fp32 {fp32_rate:.0f} GFLOP/s, bf16 {matmul_rate(torch.bfloat16):.0f} GFLOP/s")
+    fp32_rate, bf16_rate = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    print(f"matmul speed here: fp32 {fp32_rate:.0f} GFLOP/s, bf16 {bf16_rate:.0f} GFLOP/s")
     for size in [] if a.skip_speed else a.sizes:
         res: dict[str, dict] = {}
         for _ in range(a.rounds):  # interleaved, so a busy spell on a shared machine hits every variant alike
@@ -476,6 +482,20 @@ def main():
                 f"at {fp32_rate:.0f} GFLOP/s that alone takes {floor:.2f} s, so no fp32 step doing that arithmetic "
                 f"can be more than {base['s_per_it'] / floor:.2f}x faster than classic here"
             )
+        if base and "gflop" in res.get("ours", {}):
+            floor16 = res["ours"]["gflop"] / bf16_rate
+            print(
+                f"  bf16 ceiling: ours' {res['ours']['gflop']:.0f} GFLOP at {bf16_rate:.0f} GFLOP/s take {floor16:.2f} s, so no bf16 "
+                f"step can be more than {base['s_per_it'] / floor16:.2f}x faster than classic here"
+            )
+            for v in ("ours", "ours_bf16", "ours_auto"):
+                if v in res:
+                    ceiling = (
+                        floor16 if res[v].get("chosen", "fp32" if v == "ours" else "bf16").startswith("bf16") else base["gflop"] / fp32_rate
+                    )
+                    print(f"  {v:<11} reaches {100 * ceiling / res[v]['s_per_it']:.0f}% of its precision's ceiling")
+        if "ours_auto" in res:
+            print(f"  precision auto chose: {res['ours_auto']['chosen']}")
         if "ours" in res and "ours_noseg" in res:
             print(
                 f"  the segmentation loss adds {100 * (res['ours']['s_per_it'] / res['ours_noseg']['s_per_it'] - 1):.0f}% to an iteration"

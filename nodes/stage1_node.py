@@ -104,6 +104,14 @@ class TCIGStage1(io.ComfyNode):
                     tooltip="Without an init image, start from a smooth colour field the segmenters already read as the "
                     "layout (a fraction of a step's time) instead of random codes.",
                 ),
+                io.Combo.Input(
+                    "precision",
+                    options=["auto", "fp32", "bf16", "fp16"],
+                    default="auto",
+                    optional=True,
+                    tooltip="Autocast precision of the forward pass (the latent and Adam stay fp32). auto: ComfyUI's own choice "
+                    "for the device (bf16 on recent NVIDIA GPUs, fp32 on CPU; --force-fp32 and --force-fp16 apply).",
+                ),
             ],
             outputs=[io.Image.Output(display_name="image"), io.String.Output(display_name="report")],
         )
@@ -130,6 +138,7 @@ class TCIGStage1(io.ComfyNode):
         coarse_to_fine=True,
         plateau_steps=0,
         start_from_layout=True,
+        precision="auto",
     ) -> io.NodeOutput:
         settings = Stage1Settings(
             width=width,
@@ -158,7 +167,12 @@ class TCIGStage1(io.ComfyNode):
                 preview = ("JPEG", _pil(info.image()), 512)
             pbar.update_absolute(info.step, info.total, preview)
 
-        with on_compute_device(vqgan, tcig_clip, *segmenters):
+        with on_compute_device(vqgan, tcig_clip, *segmenters) as device:
+            if precision == "auto":  # follow ComfyUI's choice for this device, as its own models do
+                settings.precision = comfy_precision(device)
+                notes = [f"precision {settings.precision} (ComfyUI's choice for {device})"]
+            else:
+                notes = []
             with torch.inference_mode(False):  # its text embeddings take part in the backward pass
                 clip_guide = ClipGuide(tcig_clip, prompts, cutn=cutn, cut_pow=cut_pow) if prompts else None
                 region_guides = region_prompts_from_text(tcig_clip, regions, cutn, cut_pow)
@@ -174,10 +188,20 @@ class TCIGStage1(io.ComfyNode):
                 free_memory=lambda need, device: mm.free_memory(need, device),
                 region_prompts=region_guides,
             )
+        result.notes[:0] = notes
         report = iou_text(result.miou, result.iou, f"stage 1 ({result.steps} steps, {result.stopped}): ", start=result.start_iou)
         if result.notes:
             report += "\nnotes:\n" + "\n".join(f"  {n}" for n in result.notes)
         return io.NodeOutput(glue.bchw_to_image(result.image), report, ui={"text": [report]})
+
+
+def comfy_precision(device) -> str:
+    """ComfyUI's own precision choice for ``device`` (its model management: --force-fp32 / --force-fp16 apply)."""
+    if mm.should_use_bf16(device):
+        return "bf16"
+    if mm.should_use_fp16(device):
+        return "fp16"
+    return "fp32"
 
 
 def _pil(x):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from .errors import TCIGInputError
 
-OVERRIDES = {"lr", "clip_weight", "cutn", "cut_pow", "target_miou", "plateau_steps", "levels", "level_steps", "region_prompts"}
+OVERRIDES = {"lr", "clip_weight", "cutn", "cut_pow", "target_miou", "plateau_steps", "levels", "level_steps", "region_prompts", "precision"}
 REQUIRED = ("id", "layout", "classes", "prompt")
 SUMMARY_FIELDS = ("id", "status", "miou", "seconds", "worker", "error")
 
@@ -111,6 +111,7 @@ FIELD_TYPES: dict[str, tuple] = {
     "plateau_steps": (lambda v: v is None or (_is_int(v) and v >= 1), "a whole number >= 1 or null"),
     "levels": (lambda v: v is None or _numbers(v), "a list of scales like [0.5, 1] or null"),
     "level_steps": (lambda v: v is None or _numbers(v), "a list of positive shares like [0.5, 0.5] or null"),
+    "precision": (lambda v: v in ("auto", "fp32", "bf16", "fp16"), 'one of "auto", "fp32", "bf16", "fp16"'),
     "region_prompts": (
         lambda v: isinstance(v, str) or (isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
         "'label: prompt' lines (a string) or an object {label: prompt}",
@@ -174,6 +175,7 @@ class Worker:
             models["vqgan"], models.get("clip"), models["segmenters"], device, models.get("vqgan_config"), models.get("clip_arch")
         )
         self.specs = [runner.parse_segmenter_spec(p) for p in models["segmenters"]]
+        self.precision = models.get("precision", "auto")
 
     def pid(self) -> int:
         return os.getpid()
@@ -214,9 +216,10 @@ class Worker:
         o = dict(job.overrides)
         extra = {
             k: (tuple(o[k]) if k in ("levels", "level_steps") and o[k] is not None else o[k])
-            for k in ("lr", "clip_weight", "target_miou", "plateau_steps", "levels", "level_steps")
+            for k in ("lr", "clip_weight", "target_miou", "plateau_steps", "levels", "level_steps", "precision")
             if k in o
         }
+        extra.setdefault("precision", self.precision)
         if "levels" in extra:
             extra.setdefault("level_steps", None)
         settings = Stage1Settings(width=job.size[0], height=job.size[1], iterations=job.iterations, seed=job.seed, **extra)

@@ -73,6 +73,7 @@ def _build() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     b.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPU share of each Ray actor (e.g. 1 or 0.5)")
     b.add_argument("--device", default="cpu")
+    b.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="as for stage1; a job may override it")
     b.add_argument("--sample-layouts", type=int, default=None, metavar="N", help="draw N random layouts instead of a JOBS file")
     b.add_argument("--labels", default="sky,tree,grass,water,road,building,sand,mountain", help="labels the sampler draws from")
     b.add_argument("--seed", type=int, default=0, help="seed of the layout sampler (job seeds follow from it)")
@@ -122,6 +123,12 @@ def _stage1_args(s, iterations: int = 300, size: int = 128) -> None:
         help="steps of the colour field the run starts from when there is no init image (0: random codes)",
     )
     s.add_argument("--device", default="cpu")
+    s.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast precision of the forward pass; auto: what the device runs fastest (the report says which ran)",
+    )
 
 
 def _settings(a):
@@ -144,6 +151,7 @@ def _settings(a):
         extra["plateau_steps"] = a.plateau_steps or None
     if a.layout_start_steps is not None:
         extra["layout_start_steps"] = a.layout_start_steps
+    extra["precision"] = a.precision
     return Stage1Settings(
         width=a.size[0],
         height=a.size[1],
@@ -272,6 +280,7 @@ def _batch(a) -> int:
     jobs_path = a.jobs or batch.sample_jobs(a.sample_layouts, a.labels.split(","), a.seed, a.out, tuple(a.size), a.iterations, a.prompt)
     jobs = batch.read_jobs(jobs_path)
     _quiet_transformers()
+    models["precision"] = a.precision
     counts = batch.run_batch(jobs, models, a.out, a.ray, a.workers, a.threads, a.gpus_per_worker, a.device, retry_failed=a.retry_failed)
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done (of {counts['jobs']}) -> {a.out}/summary.jsonl")
     return 0

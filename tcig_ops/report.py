@@ -56,6 +56,7 @@ def stage1_report(result: Stage1Result, device, settings: dict | None = None) ->
         "peak_memory_mb": peak_memory_mb(device),
         "steps": result.steps,
         "stopped": result.stopped,
+        "precision": result.precision,
         "notes": result.notes,
         "settings": settings or {},
         "history": [{k: _clean(v) for k, v in h.items()} for h in result.history],

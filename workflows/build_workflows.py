@@ -44,6 +44,7 @@ NODE_TYPES = {
             "coarse_to_fine",
             "plateau_steps",
             "start_from_layout",
+            "precision",
         ],
         [("image", "IMAGE"), ("report", "STRING")],
     ),
@@ -131,6 +132,7 @@ def _stage1(node_guides=6, node_layout=5, iterations=300):
             "coarse_to_fine": True,
             "plateau_steps": 0,
             "start_from_layout": True,
+            "precision": "auto",
         },
     )
 

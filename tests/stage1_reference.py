@@ -1,4 +1,8 @@
-"""TCIG stage 1: optimise a VQGAN latent for a prompt (CLIP) and a layout (segmenters).
+"""FROZEN: tcig_ops/stage1.py as it was before it was split into the tcig_ops/stage1/ package (issue 22),
+kept verbatim as the oracle of tests/test_stage1_pinned.py: the split code must give the same images and
+histories bit for bit. Do not edit; when stage 1 changes behaviour on purpose, the pin test says so.
+
+TCIG stage 1: optimise a VQGAN latent for a prompt (CLIP) and a layout (segmenters).
 
 L = a_c * L_clip + sum_i a_si * L_seg_i, with L_seg_i the MSE between segmenter i's
 class probabilities (for its class subset) and the layout's target masks, over the
@@ -17,12 +21,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .clip_guide import ClipGuide
-from .errors import TCIGInputError
-from .layout import Layout, match_labels, vocabulary_to_layout
-from .metrics import iou_counts, iou_table, mean_iou, to_layout_space
-from .segmenters import Segmenter
-from .vqgan import VQGAN
+from tcig_ops.clip_guide import ClipGuide
+from tcig_ops.errors import TCIGInputError
+from tcig_ops.layout import Layout, match_labels, vocabulary_to_layout
+from tcig_ops.metrics import iou_counts, iou_table, mean_iou, to_layout_space
+from tcig_ops.segmenters import Segmenter
+from tcig_ops.vqgan import VQGAN
 
 
 @dataclass
@@ -610,7 +614,7 @@ class RegionPrompt:
 
 def region_prompts_from_text(clip, texts: dict[str, str], cutn: int, cut_pow: float) -> list[RegionPrompt]:
     """{label: 'text[:weight] | ...'} -> one RegionPrompt (its own CLIP guide) per region."""
-    from .prompts import parse_prompts
+    from tcig_ops.prompts import parse_prompts
 
     return [RegionPrompt(label, ClipGuide(clip, parse_prompts(text), cutn=cutn, cut_pow=cut_pow)) for label, text in texts.items()]
 
