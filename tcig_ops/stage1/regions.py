@@ -25,7 +25,7 @@ class RegionPrompt:
 
 def region_prompts_from_text(clip, texts: dict[str, str], cutn: int, cut_pow: float) -> list[RegionPrompt]:
     """{label: 'text[:weight] | ...'} -> one RegionPrompt (its own CLIP guide) per region."""
-    from .prompts import parse_prompts
+    from ..prompts import parse_prompts
 
     return [RegionPrompt(label, ClipGuide(clip, parse_prompts(text), cutn=cutn, cut_pow=cut_pow)) for label, text in texts.items()]
 
