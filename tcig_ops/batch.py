@@ -175,7 +175,9 @@ class Worker:
             models["vqgan"], models.get("clip"), models["segmenters"], device, models.get("vqgan_config"), models.get("clip_arch")
         )
         self.specs = [runner.parse_segmenter_spec(p) for p in models["segmenters"]]
-        self.precision = models.get("precision", "auto")
+        from .precision import choose
+
+        self.precision = choose(models.get("precision", "auto"), device)[0]  # the CLI resolves "auto" in the driver
 
     def pid(self) -> int:
         return os.getpid()
@@ -219,7 +221,8 @@ class Worker:
             for k in ("lr", "clip_weight", "target_miou", "plateau_steps", "levels", "level_steps", "precision")
             if k in o
         }
-        extra.setdefault("precision", self.precision)
+        if extra.get("precision", "auto") == "auto":  # the driver's choice for this batch
+            extra["precision"] = self.precision
         if "levels" in extra:
             extra.setdefault("level_steps", None)
         settings = Stage1Settings(width=job.size[0], height=job.size[1], iterations=job.iterations, seed=job.seed, **extra)

@@ -263,7 +263,7 @@ def _fetch(a) -> int:
 
 
 def _batch(a) -> int:
-    from . import batch, runner
+    from . import batch, precision, runner
 
     if (a.jobs is None) == (a.sample_layouts is None):
         raise TCIGInputError("batch: give a JOBS.jsonl file or --sample-layouts N (one of the two)")
@@ -280,7 +280,9 @@ def _batch(a) -> int:
     jobs_path = a.jobs or batch.sample_jobs(a.sample_layouts, a.labels.split(","), a.seed, a.out, tuple(a.size), a.iterations, a.prompt)
     jobs = batch.read_jobs(jobs_path)
     _quiet_transformers()
-    models["precision"] = a.precision
+    # "auto" is resolved once, here: every worker then runs the same precision (a probe per process
+    # could decide differently near its threshold, and the same job must give the same image anywhere)
+    models["precision"] = precision.choose(a.precision, a.device)[0]
     counts = batch.run_batch(jobs, models, a.out, a.ray, a.workers, a.threads, a.gpus_per_worker, a.device, retry_failed=a.retry_failed)
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done (of {counts['jobs']}) -> {a.out}/summary.jsonl")
     return 0
