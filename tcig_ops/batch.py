@@ -35,7 +35,7 @@ from .errors import TCIGInputError
 
 OVERRIDES = {"lr", "clip_weight", "cutn", "cut_pow", "target_miou", "plateau_steps", "levels", "level_steps", "region_prompts", "precision"}
 REQUIRED = ("id", "layout", "classes", "prompt")
-SUMMARY_FIELDS = ("id", "status", "miou", "seconds", "worker", "error")
+SUMMARY_FIELDS = ("id", "status", "miou", "seconds", "worker", "error", "judge_miou")  # judge_miou: with a judge
 
 
 @dataclass
@@ -178,6 +178,7 @@ class Worker:
         from .precision import choose
 
         self.precision = choose(models.get("precision", "auto"), device)[0]  # the CLI resolves "auto" in the driver
+        self.judge = runner.load_segmenter(models["judge"], device=device) if models.get("judge") else None
 
     def pid(self) -> int:
         return os.getpid()
@@ -193,6 +194,7 @@ class Worker:
                 "id": job.id,
                 "status": "ok",
                 "miou": data["miou"],
+                "judge_miou": data.get("judge_miou"),
                 "seconds": round(time.perf_counter() - t0, 3),
                 "worker": self.name,
                 "error": "",
@@ -254,6 +256,10 @@ class Worker:
         _save_index_map(pred, os.path.join(tmp, "predicted.png"))
         data = stage1_report(result, self.device, {"job": job.id, "seed": job.seed, "size": list(job.size), **o})
         data["labels"] = lay.labels
+        if self.judge is not None:
+            from .judge import judge_report
+
+            data.update(judge_report(self.judge, result.image, layout))
         with open(os.path.join(tmp, "report.json"), "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
         if os.path.isdir(final):  # a retry of a job whose worker died after writing: replace it whole
@@ -379,6 +385,7 @@ def check_models(models: dict) -> None:
     """Refuse missing model files in the driver, before any worker starts or any job is recorded:
     a wrong path is the batch's error (exit 2), not every job's."""
     paths = [("--vqgan", models.get("vqgan")), ("--vqgan-config", models.get("vqgan_config")), ("--clip", models.get("clip"))]
+    paths.append(("--judge", models.get("judge")))
     from .runner import parse_segmenter_spec
 
     paths += [("--segmenter", parse_segmenter_spec(p).path) for p in models.get("segmenters") or []]

@@ -73,6 +73,7 @@ def _build() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     b.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPU share of each Ray actor (e.g. 1 or 0.5)")
     b.add_argument("--device", default="cpu")
+    b.add_argument("--judge", default=None, metavar="PATH", help="a segmenter that does not guide: the summary adds judge_miou")
     b.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="as for stage1; a job may override it")
     b.add_argument("--sample-layouts", type=int, default=None, metavar="N", help="draw N random layouts instead of a JOBS file")
     b.add_argument("--labels", default="sky,tree,grass,water,road,building,sand,mountain", help="labels the sampler draws from")
@@ -123,6 +124,12 @@ def _stage1_args(s, iterations: int = 300, size: int = 128) -> None:
         help="steps of the colour field the run starts from when there is no init image (0: random codes)",
     )
     s.add_argument("--device", default="cpu")
+    s.add_argument(
+        "--judge",
+        default=None,
+        metavar="PATH",
+        help="a segmenter folder that does not guide: the report adds its reading (judge_miou, judge_iou, oracle_miou)",
+    )
     s.add_argument(
         "--precision",
         default="auto",
@@ -186,10 +193,13 @@ class _Progress:
             self.bar.close()
 
 
-def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report, side, clip_arch=None, vqgan_config=None):
+def _stage1(
+    a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report, side, clip_arch=None, vqgan_config=None, judge_default=None
+):
     from . import runner
     from .imageio import load_image
     from .prompts import parse_prompts, parse_region_prompts
+    from .segmenters import load_segmenter
     from .stage1 import Stage1Settings
 
     # check everything cheap before loading any model
@@ -216,6 +226,10 @@ def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report
     init = load_image(a.init_image, "init image")[None] if a.init_image else None
     _quiet_transformers()
     models = runner.load_models(vqgan, clip, [s.path for s in specs], a.device, vqgan_config, clip_arch)
+    judge_path = getattr(a, "judge", None) or judge_default
+    if judge_path and any(os.path.realpath(judge_path) == os.path.realpath(s.path) for s in specs):
+        raise TCIGInputError(f"--judge {judge_path} is also a guide: a judge must be a segmenter that did not steer")
+    judge = load_segmenter(judge_path, device=a.device) if judge_path else None
     if models.clip is None and settings.clip_weight > 0:
         settings.clip_weight = 0.0
         print("note: no --clip given; running with the segmentation loss only", file=sys.stderr)
@@ -224,10 +238,15 @@ def _stage1(a, vqgan, clip, segmenter_specs, layout_path, class_map, out, report
         result = runner.run(models, specs, layout, a.prompt, settings, a.cutn, a.cut_pow, init, progress, regions)
     finally:
         progress.close()
-    data = runner.write_outputs(result, layout, models, out, report, side, vars(a) | {"size": list(a.size)}, a.device)
+    data = runner.write_outputs(result, layout, models, out, report, side, vars(a) | {"size": list(a.size)}, a.device, judge)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"mIoU {data['miou']:.3f} after {result.steps} steps ({data['seconds_per_iteration']:.3f} s/it) -> {out}")
+    judged = ""
+    if judge is not None:
+        judged = f" | judge {data['judge_miou']:.3f}"
+        if data.get("oracle_miou") is not None:
+            judged += f" (oracle {data['oracle_miou']:.3f}, {100 * data['judge_share']:.0f}% of it)"
+    print(f"mIoU {data['miou']:.3f} by the guide{judged} after {result.steps} steps ({data['seconds_per_iteration']:.3f} s/it) -> {out}")
     return 0
 
 
@@ -275,6 +294,8 @@ def _batch(a) -> int:
         models = runner.manifest_models(a.models)
     elif a.vqgan and a.segmenter:
         models = {"vqgan": a.vqgan, "clip": a.clip, "clip_arch": a.clip_arch, "vqgan_config": a.vqgan_config, "segmenters": a.segmenter}
+    if a.judge:
+        models["judge"] = a.judge
     else:
         raise TCIGInputError("batch: give --models DIR (with manifest.json) or --vqgan and --segmenter")
     jobs_path = a.jobs or batch.sample_jobs(a.sample_layouts, a.labels.split(","), a.seed, a.out, tuple(a.size), a.iterations, a.prompt)
@@ -334,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.path.join(a.out_dir, "side_by_side.png"),
                 paths.get("clip_arch"),
                 paths.get("vqgan_config"),
+                paths.get("judge"),  # the manifest's judge, unless --judge names another
             )
     except TCIGInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

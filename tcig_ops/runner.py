@@ -114,11 +114,24 @@ def run(
 
 
 def write_outputs(
-    result: Stage1Result, layout: Layout, models: Models, out: str, report: str | None, side: str | None, settings: dict, device="cpu"
+    result: Stage1Result,
+    layout: Layout,
+    models: Models,
+    out: str,
+    report: str | None,
+    side: str | None,
+    settings: dict,
+    device="cpu",
+    judge: Segmenter | None = None,
 ) -> dict:
-    """Write the image (first: it is never lost to a later failure), the report and the side-by-side."""
+    """Write the image (first: it is never lost to a later failure), the report and the side-by-side.
+    With a ``judge`` (a segmenter that did not guide), the report adds its reading of the result."""
     save_image(result.image, out)
     data = stage1_report(result, device, settings)
+    if judge is not None:
+        from .judge import judge_report
+
+        data.update(judge_report(judge, result.image, layout))
     if report:
         write_json(data, report)
     if side:
@@ -155,6 +168,7 @@ def manifest_models(folder: str) -> dict:
         "clip": resolve(m["clip"]) if m.get("clip") else None,
         "clip_arch": m.get("clip_arch"),
         "segmenters": [resolve(p) for p in m["segmenters"][:1]],
+        "judge": resolve(m["judge"]) if m.get("judge") else None,
     }
 
 

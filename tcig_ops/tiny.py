@@ -6,7 +6,9 @@
 - ``segmenters/tiny-segformer-a``, ``tiny-segformer-b`` (SegFormer save_pretrained folders)
 - ``segmenters/tiny-clipseg`` (CLIPSeg save_pretrained folder with its tokenizer, trained
   with one sigmoid mask per class-name prompt)
-- ``manifest.json`` with ``vqgan``, ``clip``, ``segmenters``, ``labels``
+- ``segmenters/tiny-judge-upernet`` (UperNet + ConvNeXt at 128 px, trained on its own world
+  scenes: the judge, which never guides; its held-out pixel accuracy is in the manifest)
+- ``manifest.json`` with ``vqgan``, ``clip``, ``segmenters``, ``labels``, ``judge``
 
 Everything is seeded and step-counted (same files on every run of the same torch); the
 VQGAN learns the world as an autoencoder (~1 min on 2 cores)
@@ -139,9 +141,9 @@ def _segformer_config(seed: int):
     )
 
 
-def reconstruction_pool(vqgan, gen: torch.Generator, n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+def reconstruction_pool(vqgan, gen: torch.Generator, n: int = 96, size: int = TRAIN_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """World scenes as the VQGAN renders them (n, 3, S, S) with their label maps: what stage 1 shows a segmenter."""
-    x, y = world.sample(n, TRAIN_SIZE, gen)
+    x, y = world.sample(n, size, gen)
     with torch.no_grad():
         rec = torch.cat([vqgan.decode(vqgan.encode(chunk)) for chunk in x.split(16)])
     return rec, y
@@ -170,13 +172,81 @@ def train_segformer(steps: int, gen: torch.Generator, pool: tuple[torch.Tensor, 
     return model.eval()
 
 
-def _write_segformer(model, folder: str) -> None:
+JUDGE_SIZE = 128  # the judge's native input: it sees small regions a 64 px guide cannot
+JUDGE_SEED = 1_000_003  # its own samples of the world: never the guides' scenes
+
+
+def _judge_config():
+    """A tiny UperNet on a ConvNeXt backbone: another family than the guides (SegFormer, CLIPSeg)."""
+    from transformers import ConvNextConfig, UperNetConfig
+
+    backbone = ConvNextConfig(
+        num_channels=3,
+        patch_size=4,
+        hidden_sizes=[24, 32, 48, 64],
+        depths=[1, 1, 1, 1],
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    return UperNetConfig(
+        backbone_config=backbone,
+        hidden_size=32,
+        pool_scales=[1, 2, 3],
+        use_auxiliary_head=False,
+        num_labels=len(world.CLASSES),
+        id2label={i: c for i, c in enumerate(world.CLASSES)},
+        label2id={c: i for i, c in enumerate(world.CLASSES)},
+    )
+
+
+def train_judge(steps: int, vqgan, seed: int = 0, quiet: bool = True) -> tuple[object, float]:
+    """The independent judge: trained at 128 px on its own world scenes and on the VQGAN's renderings of
+    others (what stage 1 shows), never used as a guide. Returns it and its pixel accuracy on held-out
+    renders (clean and through the VQGAN)."""
+    from transformers import UperNetForSemanticSegmentation
+
+    gen = torch.Generator().manual_seed(seed + JUDGE_SEED)
+    torch.manual_seed(seed + JUDGE_SEED)
+    model = UperNetForSemanticSegmentation(_judge_config())
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # both scales stage 1 shows it: 128 px images, and 64 px ones enlarged (as the segmenter adapter does)
+    pools = [reconstruction_pool(vqgan, gen, n=48, size=size) for size in (JUDGE_SIZE, TRAIN_SIZE)]
+
+    def logits(x):
+        x = F.interpolate(x, size=(JUDGE_SIZE, JUDGE_SIZE), mode="bilinear", align_corners=False)
+        out = model(pixel_values=(x - 0.5) / 0.5).logits
+        return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    for step in range(steps):
+        loss = 0
+        for size, pool in zip((JUDGE_SIZE, TRAIN_SIZE), pools):
+            x, y = world.sample(3, size, gen)
+            pick = torch.randint(len(pool[0]), (2,), generator=gen)
+            x, y = torch.cat([x, pool[0][pick]]), torch.cat([y, pool[1][pick]])
+            y = F.interpolate(y[:, None].float(), size=(JUDGE_SIZE, JUDGE_SIZE), mode="nearest")[:, 0].long()
+            loss = loss + F.cross_entropy(logits(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % 50 == 0:
+            _log(f"judge step {step + 1} loss {loss.item():.4f}", quiet)
+    model.eval()
+    held = [world.sample(16, size, gen) for size in (JUDGE_SIZE, TRAIN_SIZE)]
+    held += [reconstruction_pool(vqgan, gen, n=16, size=size) for size in (JUDGE_SIZE, TRAIN_SIZE)]
+    with torch.no_grad():  # judged at its own size, each label map enlarged to it
+        correct = sum(
+            float((logits(x).argmax(1) == F.interpolate(y[:, None].float(), size=(JUDGE_SIZE,) * 2, mode="nearest")[:, 0]).float().mean())
+            for x, y in held
+        )
+    return model, correct / len(held)
+
+
+def _write_segformer(model, folder: str, size: int = TRAIN_SIZE) -> None:
     from transformers import SegformerImageProcessor
 
     model.save_pretrained(folder, safe_serialization=True)
     SegformerImageProcessor(
         do_resize=True,
-        size={"height": TRAIN_SIZE, "width": TRAIN_SIZE},
+        size={"height": size, "width": size},
         do_normalize=True,
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
@@ -324,7 +394,9 @@ def cache_dir(base: str = ".cache") -> str:
     return os.path.join(base, f"tiny-models-{h.hexdigest()[:10]}")
 
 
-def write_tiny_models(folder: str, seed: int = 0, vqgan_steps: int = 500, seg_steps: int = 200, quiet: bool = False) -> dict:
+def write_tiny_models(
+    folder: str, seed: int = 0, vqgan_steps: int = 500, seg_steps: int = 200, quiet: bool = False, judge_steps: int = 400
+) -> dict:
     """Write every tiny model and ``manifest.json``; returns the manifest (paths absolute)."""
     folder = os.path.abspath(folder)
     os.makedirs(folder, exist_ok=True)
@@ -347,11 +419,18 @@ def write_tiny_models(folder: str, seed: int = 0, vqgan_steps: int = 500, seg_st
         _log(f"training tiny-clipseg for {4 * seg_steps} steps", quiet)
         train_clipseg(seg_dirs[-1], 4 * seg_steps, gen, pool, seed, quiet)
         clip_path = _write_clip(os.path.join(folder, "clip"), seed)
+        _log("training the judge (a tiny UperNet-ConvNeXt at 128 px, never a guide)", quiet)
+        judge, judge_accuracy = train_judge(judge_steps, vqgan, seed, quiet)
+        judge_dir = os.path.join(folder, "segmenters", "tiny-judge-upernet")
+        _write_segformer(judge, judge_dir, JUDGE_SIZE)
+        _log(f"judge pixel accuracy on held-out renders: {judge_accuracy:.3f}", quiet)
     manifest = {
         "version": MANIFEST_VERSION,
         "vqgan": vqgan_path,
         "clip": clip_path,
         "segmenters": seg_dirs,
+        "judge": judge_dir,  # a segmenter of another family that never guides: it reports control
+        "judge_accuracy": round(judge_accuracy, 4),
         "labels": list(world.CLASSES),
         "layout_colours": world.LAYOUT_HEX,
         "seed": seed,

@@ -70,6 +70,7 @@ def test_in_process_batch_outputs_summary_and_a_failed_job(tiny, tmp_path):
     ok = [x for x in rows if x["status"] == "ok"]
     failed = [x for x in rows if x["status"] == "failed"]
     assert len(ok) == 7 and len(failed) == 1 and failed[0]["id"] == "job3"
+    assert all(0 <= x["judge_miou"] <= 1 for x in ok)  # the models folder's judge reads every result
     assert "missing.png" in failed[0]["error"] and "not found" in failed[0]["error"]
     for x in ok:
         d = tmp_path / "out" / x["id"]
@@ -82,7 +83,7 @@ def test_in_process_batch_outputs_summary_and_a_failed_job(tiny, tmp_path):
         assert target.shape == (48, 48) and set(np.unique(target)) <= {1, 2, 3}
     assert not (tmp_path / "out" / "job3").exists()
     csv_lines = (tmp_path / "out" / "summary.csv").read_text().splitlines()
-    assert csv_lines[0] == "id,status,miou,seconds,worker,error" and len(csv_lines) == 9
+    assert csv_lines[0] == "id,status,miou,seconds,worker,error,judge_miou" and len(csv_lines) == 9
     # a rerun does nothing
     again = _batch(_jobs(tmp_path), "--models", _models_dir(tiny), "--out", out, "--threads", "1")
     assert again.returncode == 0 and "0 ok, 0 failed, 8 already done" in again.stdout
