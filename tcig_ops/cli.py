@@ -294,10 +294,10 @@ def _batch(a) -> int:
         models = runner.manifest_models(a.models)
     elif a.vqgan and a.segmenter:
         models = {"vqgan": a.vqgan, "clip": a.clip, "clip_arch": a.clip_arch, "vqgan_config": a.vqgan_config, "segmenters": a.segmenter}
-    if a.judge:
-        models["judge"] = a.judge
     else:
         raise TCIGInputError("batch: give --models DIR (with manifest.json) or --vqgan and --segmenter")
+    if a.judge:
+        models["judge"] = a.judge
     jobs_path = a.jobs or batch.sample_jobs(a.sample_layouts, a.labels.split(","), a.seed, a.out, tuple(a.size), a.iterations, a.prompt)
     jobs = batch.read_jobs(jobs_path)
     _quiet_transformers()
