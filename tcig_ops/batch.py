@@ -384,8 +384,7 @@ MAX_ATTEMPTS = 3  # runs of one job whose worker process died (out of memory, a 
 def check_models(models: dict) -> None:
     """Refuse missing model files in the driver, before any worker starts or any job is recorded:
     a wrong path is the batch's error (exit 2), not every job's."""
-    paths = [("--vqgan", models.get("vqgan")), ("--vqgan-config", models.get("vqgan_config")), ("--clip", models.get("clip"))]
-    paths.append(("--judge", models.get("judge")))
+    paths = [(f"--{k.replace('_', '-')}", models.get(k)) for k in ("vqgan", "vqgan_config", "clip", "judge")]
     from .runner import parse_segmenter_spec
 
     paths += [("--segmenter", parse_segmenter_spec(p).path) for p in models.get("segmenters") or []]

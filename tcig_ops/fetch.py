@@ -330,7 +330,8 @@ def fetch_into(name: str, kind_folder: str, progress: Callable[[int, int | None]
 def _write_clip_config(name: str, spec: dict, config: str) -> None:
     """The repository's own open_clip_config.json (its model_cfg) where it has one, else open_clip's
     built-in config of the architecture."""
-    repo, rev = next(iter(spec["files"].values()))["hf"][0], next(iter(spec["files"].values())).get("revision")
+    src = next(iter(spec["files"].values()))
+    repo, rev = src["hf"][0], src.get("revision")
     cfg = None
     if downloads_enabled():
         raw = config + ".repo.json"

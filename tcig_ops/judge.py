@@ -46,11 +46,12 @@ def judge_report(judge, image: torch.Tensor, layout: Layout) -> dict:
     """``judge_miou``, ``judge_iou`` (per label) and, where the world can render the layout,
     ``oracle_miou``/``oracle_iou`` and ``judge_share`` (judge mIoU / oracle mIoU)."""
     with torch.no_grad():
-        ious = judge_ious(judge, image, layout)
-        out = {"judge_miou": mean_iou(ious), "judge_iou": ious, "oracle_miou": None, "oracle_iou": None, "judge_share": None}
-        H, W = image.shape[-2:]
-        oracle = oracle_image(layout.resized(H, W))
+        lay = layout.resized(*image.shape[-2:])  # once, for the image and its oracle
+        ious = judge_ious(judge, image, lay)
+        miou = mean_iou(ious)
+        out = {"judge_miou": miou, "judge_iou": ious, "oracle_miou": None, "oracle_iou": None, "judge_share": None}
+        oracle = oracle_image(lay)
         if oracle is not None:
-            o = judge_ious(judge, oracle.to(image.device), layout)
-            out.update(oracle_miou=mean_iou(o), oracle_iou=o, judge_share=mean_iou(ious) / max(mean_iou(o), 1e-6))
+            o = judge_ious(judge, oracle.to(image.device), lay)
+            out.update(oracle_miou=mean_iou(o), oracle_iou=o, judge_share=miou / max(mean_iou(o), 1e-6))
     return out
