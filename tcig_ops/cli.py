@@ -172,10 +172,14 @@ def _settings(a):
 
 
 class _Progress:
-    """tqdm bar opened at the first step, so input errors found before step 1 print alone."""
+    """tqdm bar opened at the first step, so input errors found before step 1 print alone. It shows the
+    weighted loss without the term normalisation (the normalised loss Adam minimises is rescaled every
+    25 steps and can rise over a good run), the guides' mIoU and, with a judge, the judge's mIoU of the
+    current image (read every ``judge_every`` steps: a decode and one judge forward each)."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, judge=None, layout=None, judge_every: int = 25):
         self.total, self.bar = total, None
+        self.judge, self.layout, self.judge_every, self.judge_miou = judge, layout, judge_every, None
 
     def __call__(self, info) -> None:
         if self.bar is None:
@@ -185,8 +189,19 @@ class _Progress:
         # absolute position: the layout start's steps all report step 0 and must not advance the bar
         self.bar.update(info.step - self.bar.n)
         self.bar.set_description("stage 1 (layout start)" if info.phase == "start" else "stage 1", refresh=False)
+        if self.judge is not None and info.phase != "start" and info.preview_due(self.judge_every):
+            import torch
+
+            from .judge import judge_ious
+            from .metrics import mean_iou
+
+            with torch.no_grad():
+                self.judge_miou = mean_iou(judge_ious(self.judge, info.image(), self.layout))
         if info.miou is not None:
-            self.bar.set_postfix(loss=f"{info.loss:.3f}", miou=f"{info.miou:.3f}")
+            shown = {"loss": f"{info.objective:.4g}", "guide": f"{info.miou:.3f}"}
+            if self.judge_miou is not None:
+                shown["judge"] = f"{self.judge_miou:.3f}"
+            self.bar.set_postfix(shown)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -233,7 +248,7 @@ def _stage1(
     if models.clip is None and settings.clip_weight > 0:
         settings.clip_weight = 0.0
         print("note: no --clip given; running with the segmentation loss only", file=sys.stderr)
-    progress = _Progress(settings.iterations)
+    progress = _Progress(settings.iterations, judge, layout)
     try:
         result = runner.run(models, specs, layout, a.prompt, settings, a.cutn, a.cut_pow, init, progress, regions)
     finally:

@@ -225,3 +225,33 @@ def test_progress_bar_counts_steps_not_callbacks():
         p(StepInfo(k, 5, 1.0, 0.5, lambda: None))
     assert p.bar.n == 5 and p.bar.desc.startswith("stage 1") and "layout" not in p.bar.desc
     p.close()
+
+
+def test_progress_bar_shows_the_raw_objective_the_guide_and_the_judge(tiny):
+    """The bar's loss is the un-normalised objective; with a judge it adds the judge's mIoU of the
+    current image, read on preview steps only."""
+    import io
+
+    from conftest import region_layout
+    from tcig_ops.cli import _Progress
+    from tcig_ops.judge import oracle_image
+    from tcig_ops.segmenters import load_segmenter
+    from tcig_ops.stage1 import StepInfo
+
+    layout = region_layout("lake", 64)
+    oracle = oracle_image(layout)
+    decodes = []
+
+    def image():
+        decodes.append(1)
+        return oracle
+
+    p = _Progress(50, load_segmenter(tiny["judge"]), layout, judge_every=25)
+    p(StepInfo(1, 50, 123.0, 0.5, image, objective=0.25))
+    p.bar.fp = io.StringIO()
+    assert not decodes and "judge" not in p.bar.postfix and "loss=0.25" in p.bar.postfix and "guide=0.500" in p.bar.postfix
+    p(StepInfo(25, 50, 123.0, 0.6, image, objective=0.2))
+    assert len(decodes) == 1 and "judge=" in p.bar.postfix
+    judged = float(p.bar.postfix.split("judge=")[1].split(",")[0])
+    assert judged > 0.8  # the world's own rendering of the layout, read by the judge
+    p.close()

@@ -30,11 +30,15 @@ CASES = {
 }
 
 
+NEW_KEYS = {"objective"}  # recorded since the split (issue 21: the un-normalised weighted loss)
+
+
 def _same_history(a: list[dict], b: list[dict]) -> bool:
+    """Every record of the monolith ``a`` equals ``b``'s, which may add only NEW_KEYS."""
     if len(a) != len(b):
         return False
     for x, y in zip(a, b):
-        if x.keys() != y.keys():
+        if set(x) != set(y) - NEW_KEYS:
             return False
         for k in x:
             u, v = x[k], y[k]

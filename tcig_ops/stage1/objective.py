@@ -61,9 +61,11 @@ class LevelObjective:
                 fulls.append(None)
         return terms, fulls
 
-    def loss(self, terms: dict, fulls: list, z: torch.Tensor, image: torch.Tensor, measure_norms: bool) -> torch.Tensor:
-        """The weighted sum in fp32 (small MSE differences vanish in bf16); adds the segmentation terms
-        to ``terms``. ``measure_norms``: update the gradient-norm estimates first."""
+    def loss(self, terms: dict, fulls: list, z: torch.Tensor, image: torch.Tensor, measure_norms: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted sum in fp32 (small MSE differences vanish in bf16) and the same sum without the
+        term normalisation (``objective``: comparable across steps, as the normalised loss is not,
+        its scales being re-measured every NORM_EVERY steps); adds the segmentation terms to ``terms``.
+        ``measure_norms``: update the gradient-norm estimates first."""
         s = self.settings
         weighted: dict[str, tuple[float, torch.Tensor]] = {}  # term -> (its weight, its value)
         if "clip" in terms:
@@ -79,9 +81,11 @@ class LevelObjective:
         if s.normalize_terms and len(weighted) > 1 and measure_norms:
             self.scales.update(weighted, z)
         loss = image.new_zeros((), dtype=torch.float32)
+        objective = image.new_zeros((), dtype=torch.float32)
         for key, (weight, value) in weighted.items():
             loss = loss + weight * value * (self.scales.scale(key) if s.normalize_terms else 1.0)
-        return loss
+            objective = objective + weight * value.detach()
+        return loss, objective
 
     def ious(self, fulls: list) -> dict[str, float]:
         return guided_iou(self.bound, [f.float() if f is not None else None for f in fulls], self.layout)

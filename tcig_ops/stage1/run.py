@@ -120,7 +120,7 @@ class _Optimiser:
         self.guard = FiniteGuard(device)
         self.history: list[dict] = []
         self.stopped, self.steps, self.step, self.start_iou = "completed", 0, 0, {}
-        self.last_loss, self.last_miou = float("nan"), None
+        self.last_loss, self.last_miou, self.last_objective = float("nan"), None, float("nan")
 
     def level(self, li: int, z: torch.Tensor, objective: LevelObjective, n_steps: int, lr_factor: float) -> torch.Tensor:
         """Optimise one level; returns the latent it hands over (or stopped with)."""
@@ -137,18 +137,19 @@ class _Optimiser:
             with self.autocast:
                 image = vq.decode(vq.quantize_st(z), fast=s.fast)
                 terms, fulls = objective.forward(image, check)
-            loss = objective.loss(terms, fulls, z, image, (step - offset) % NORM_EVERY == 0)
+            loss, weighted = objective.loss(terms, fulls, z, image, (step - offset) % NORM_EVERY == 0)
             ious = objective.ious(fulls) if check else None
             if step == 0:
                 self.start_iou = dict(ious)
             ok = _optimiser_step(loss, z, opt, self.scaler)
             sched.step()
             self.guard.update(ok, z, step, self.zmin, self.zmax)
-            pending.append((step, {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}, ious))
+            pending.append((step, {"loss": loss.detach(), "objective": weighted, **{k: v.detach() for k, v in terms.items()}}, ious))
             if check:
                 self.history += _flush(pending, li if self.n_levels > 1 else None)
                 pending = []
-                self.last_loss, self.last_miou = self.history[-1]["loss"], self.history[-1]["miou"]
+                last = self.history[-1]
+                self.last_loss, self.last_miou, self.last_objective = last["loss"], last["miou"], last["objective"]
                 k = self.guard.tripped()
                 if k is not None:
                     self._non_finite(k)
@@ -156,7 +157,7 @@ class _Optimiser:
             self.steps = self.step = step + 1
             if self.callback is not None:
                 image_of = functools.partial(_decode, vq, self.guard.z_good, s.fast)
-                self.callback(StepInfo(self.step, self.total, self.last_loss, self.last_miou, image_of))
+                self.callback(StepInfo(self.step, self.total, self.last_loss, self.last_miou, image_of, objective=self.last_objective))
             reason = rules.check(self.step, self.last_miou) if check and self.last_miou is not None else None
             if reason is not None:
                 self.stopped, self.guard.z_good = reason, z_measured

@@ -17,8 +17,10 @@ from ..metrics import mean_iou
 class StepInfo:
     """What a per-step callback receives; ``image()`` decodes the current latent lazily.
 
-    ``loss`` and ``miou`` are the values of the latest checked step (``check_every``):
-    reading them every step would make a GPU wait for each step to finish.
+    ``loss``, ``objective`` and ``miou`` are the values of the latest checked step (``check_every``):
+    reading them every step would make a GPU wait for each step to finish. ``loss`` is what Adam
+    minimises (terms divided by their measured gradient norms, re-measured every 25 steps, so it can
+    rise over a good run); ``objective`` is the weighted sum of the raw terms, the figure to watch.
     """
 
     step: int
@@ -29,6 +31,7 @@ class StepInfo:
     phase: str = "optimise"  # "start": a step of the layout start (``step`` is 0 then)
     start_step: int = 0  # during the layout start: its step (1..start_total)
     start_total: int = 0
+    objective: float = float("nan")
 
     def preview_due(self, every: int) -> bool:
         """Whether a preview of this step is worth its decode: every ``every``-th optimisation step
