@@ -61,7 +61,7 @@ class LevelObjective:
                 fulls.append(None)
         return terms, fulls
 
-    def loss(self, terms: dict, fulls: list, z: torch.Tensor, image: torch.Tensor, measure_norms: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, terms: dict, fulls: list, z: torch.Tensor, image: torch.Tensor, measure_norms: bool) -> tuple[torch.Tensor, ...]:
         """The weighted sum in fp32 (small MSE differences vanish in bf16) and the same sum without the
         term normalisation (``objective``: comparable across steps, as the normalised loss is not,
         its scales being re-measured every NORM_EVERY steps); adds the segmentation terms to ``terms``.
