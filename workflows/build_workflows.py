@@ -80,6 +80,9 @@ def L(node: int, slot: int = 0):
     return ("link", node, slot)
 
 
+JUDGE = "mask2former-swin-tiny-ade-semantic (download)"
+
+
 def _common(seg_name="segformer-b0-finetuned-ade-512-512 (download)", layout="painter"):
     """Loaders, the layout and one guide. The layout is painted in the workflow itself (no input
     file to copy), or, for the colour-image variant, a LoadImage + class map."""
@@ -88,6 +91,9 @@ def _common(seg_name="segformer-b0-finetuned-ade-512-512 (download)", layout="pa
         2: ("TCIGCLIPLoader", {"clip_name": "open_clip_vit_b32 (download)", "architecture": ""}),
         3: ("TCIGSegmenterLoader", {"segmenter_name": seg_name}),
         6: ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": ""}),
+        # the judge: IoU Evaluate reads the result with a segmenter that did not guide (another family,
+        # Mask2Former), since a guide can be fooled by an image that only satisfies it
+        26: ("TCIGSegmenterLoader", {"segmenter_name": JUDGE}),
     }
     if layout == "painter":
         g[5] = ("TCIGLayoutPainter", {"painting": painting()})
@@ -188,11 +194,11 @@ def two_stage(layout="painter"):
     g[15] = ("VAEDecode", {"samples": L(14), "vae": L(8, 2)})
     g[16] = (
         "TCIGIoUEvaluate",
-        {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_stage1"},
+        {"image": L(7), "segmenter": L(26), "layout": L(5), "title": "stage 1 judged", "filename_prefix": "TCIG/iou_stage1"},
     )
     g[17] = (
         "TCIGIoUEvaluate",
-        {"image": L(15), "segmenter": L(3), "layout": L(5), "title": "stage 2", "filename_prefix": "TCIG/iou_stage2"},
+        {"image": L(15), "segmenter": L(26), "layout": L(5), "title": "stage 2 judged", "filename_prefix": "TCIG/iou_stage2"},
     )
     g[18] = ("SaveImage", {"images": L(7), "filename_prefix": "TCIG/stage1"})
     g[19] = ("SaveImage", {"images": L(15), "filename_prefix": "TCIG/stage2"})
@@ -211,7 +217,8 @@ def multi_segmenter():
     g[6] = ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": "sky, mountain"})
     g[24] = ("TCIGSegmenterGuide", {"segmenter": L(23), "guides": L(6), "weight": 1.0, "classes": "water"})
     g[7] = _stage1(node_guides=24, node_layout=5)
-    g[16] = ("TCIGIoUEvaluate", {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_multi"})
+    judged = {"image": L(7), "segmenter": L(26), "layout": L(5), "title": "stage 1 judged", "filename_prefix": "TCIG/iou_multi"}
+    g[16] = ("TCIGIoUEvaluate", judged)
     g[18] = ("SaveImage", {"images": L(7), "filename_prefix": "TCIG/multi"})
     return g
 
@@ -221,7 +228,7 @@ def stage1_only():
     g[7] = _stage1()
     g[16] = (
         "TCIGIoUEvaluate",
-        {"image": L(7), "segmenter": L(3), "layout": L(5), "title": "stage 1", "filename_prefix": "TCIG/iou_stage1_only"},
+        {"image": L(7), "segmenter": L(26), "layout": L(5), "title": "stage 1 judged", "filename_prefix": "TCIG/iou_stage1_only"},
     )
     g[18] = ("SaveImage", {"images": L(7), "filename_prefix": "TCIG/stage1_only"})
     g[25] = ("SaveImage", {"images": L(16, 2), "filename_prefix": "TCIG/stage1_overlay"})
