@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
 from ..tcig_ops.imageio import colourise, palette
@@ -73,3 +75,40 @@ class TCIGLayoutAddMask(io.ComfyNode):
     def execute(cls, mask, label, layout=None, threshold=0.5) -> io.NodeOutput:
         out = glue.layout_add_mask(layout, mask, label, threshold)
         return io.NodeOutput(out, _preview(out))
+
+
+class TCIGLayoutToSegMap(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        from ..tcig_ops.seg_palettes import PALETTES, UNKNOWN_MODES
+
+        return io.Schema(
+            node_id="TCIGLayoutToSegMap",
+            display_name="TCIG Layout to Seg Map",
+            category="TCIG/layout",
+            description="Draws a layout in the colour palette segmentation ControlNets were trained on (ADE20K's 150 classes, "
+            "as used by control_v11p_sd15_seg and the SDXL seg ControlNets): feed it to ControlNet Apply as the hint image. "
+            "Labels are matched to the palette's class names with synonyms (e.g. 'lake', 'sea', 'edifice').",
+            inputs=[
+                LAYOUT.Input("layout"),
+                io.Combo.Input("palette", options=list(PALETTES), default=next(iter(PALETTES)), optional=True),
+                io.Combo.Input(
+                    "unknown",
+                    options=list(UNKNOWN_MODES),
+                    default="error",
+                    optional=True,
+                    tooltip="A label that is not a class of the palette: stop with an error that lists close matches, "
+                    "or paint it black (no class for the ControlNet).",
+                ),
+            ],
+            outputs=[io.Image.Output(display_name="seg_map")],
+        )
+
+    @classmethod
+    def execute(cls, layout, palette="ADE20K (150 classes)", unknown="error") -> io.NodeOutput:
+        from ..tcig_ops.seg_palettes import seg_map
+
+        image, notes = seg_map(layout, palette, unknown)
+        for note in notes:
+            logging.info("TCIG Layout to Seg Map: %s", note)
+        return io.NodeOutput(glue.bchw_to_image(image))

@@ -74,14 +74,15 @@ def region_layout(kind: str, size: int = 64):
 @pytest.fixture(scope="session")
 def server(tiny, tmp_path_factory):
     """A real ComfyUI on loopback with this pack and the tiny models (the e2e and browser tests share it)."""
-    from e2e.comfy_server import SKIP_REASON, ComfyServer, find_comfyui, prepare_base, tiny_sd_checkpoint
+    from e2e.comfy_server import SKIP_REASON, ComfyServer, find_comfyui, prepare_base, tiny_controlnet, tiny_sd_checkpoint
 
     comfy = find_comfyui()
     if comfy is None:
         pytest.skip(SKIP_REASON)
     sd = tiny_sd_checkpoint(comfy, str(ROOT / ".cache" / "e2e"))
+    cn = tiny_controlnet(comfy, str(ROOT / ".cache" / "e2e"))
     base = tmp_path_factory.mktemp("comfy_base")
-    yaml_path = prepare_base(str(base), str(tmp_path_factory.mktemp("extra_models")), tiny, sd)
+    yaml_path = prepare_base(str(base), str(tmp_path_factory.mktemp("extra_models")), tiny, sd, cn)
     from e2e.file_server import Files, tiny_model_files
 
     hub = Files(tiny_model_files(tiny))  # stands in for the Hugging Face Hub: known models download from loopback

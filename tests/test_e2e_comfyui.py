@@ -26,6 +26,7 @@ NODES = [
     "TCIGLayoutPainter",
     "TCIGLayoutFromColors",
     "TCIGLayoutAddMask",
+    "TCIGLayoutToSegMap",
     "TCIGSegmenterGuide",
     "TCIGStage1",
     "TCIGMaskAwareRefine",
@@ -59,6 +60,8 @@ def tiny_version(prompt: dict, iterations: int = 100) -> dict:
             inp["segmenter_name"] = TINY_NAMES[inp["segmenter_name"]]
         elif t == "CheckpointLoaderSimple":
             inp["ckpt_name"] = "tiny_sd15.safetensors"
+        elif t == "ControlNetLoader":
+            inp["control_net_name"] = "tiny_seg_controlnet.safetensors"
         elif t == "TCIGStage1":
             inp.update(width=SIZE, height=SIZE, iterations=iterations, cutn=8)
         elif t == "KSampler":
@@ -110,7 +113,10 @@ def _outputs(server, hist, prompt):
     return images, reports
 
 
-@pytest.mark.parametrize("name", ["tcig_stage1_only", "tcig_multi_segmenter", "tcig_two_stage", "tcig_two_stage_colour_image"])
+SHIPPED = ["tcig_stage1_only", "tcig_multi_segmenter", "tcig_two_stage", "tcig_two_stage_colour_image", "tcig_two_stage_controlnet_seg"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_workflow_runs(server, name):
     from PIL import Image
 
@@ -123,6 +129,10 @@ def test_shipped_workflow_runs(server, name):
     expected_saves = sum(1 for n in prompt.values() if n["class_type"] == "SaveImage")
     assert len(saved) == expected_saves
     for p in saved:
+        if p.name.startswith("seg_map"):  # the layout in the ADE20K palette, at the painting's size
+            colours = {c for _, c in Image.open(p).convert("RGB").getcolors(1 << 16)}
+            assert colours == {(6, 230, 230), (143, 255, 140), (61, 230, 250)}, colours  # sky, mountain, water
+            continue
         assert p.is_file() and Image.open(p).size == (SIZE, SIZE), p
     assert reports and all("mIoU" in r for r in reports)
     prefixes = [n["inputs"]["filename_prefix"] for n in prompt.values() if n["class_type"] == "TCIGIoUEvaluate"]
@@ -386,4 +396,46 @@ def test_workflows_saved_with_0_2_0_still_run(server, name):
     stage1 = next(n for n in prompt.values() if n["class_type"] == "TCIGStage1")["inputs"]
     assert not {"region_prompts", "coarse_to_fine", "plateau_steps", "start_from_layout"} & set(stage1)
     hist = server.wait(server.queue(prompt))
+    assert hist["status"]["status_str"] == "success", hist["status"]
+
+
+def _stage2_pixels(server, hist, prompt):
+    import numpy as np
+    from PIL import Image
+
+    images, _ = _outputs(server, hist, prompt)
+    (path,) = [p for t, p in images if t == "SaveImage" and p.name.startswith("stage2")]
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_the_seg_controlnet_workflow_applies_its_hint(server):
+    """The ControlNet of the shipped seg workflow reaches the sampler: the stage-2 image differs from the
+    same graph with strength 0, and with another hint (the layout drawn with 'water' renamed 'lake',
+    another ADE20K colour); an unknown label stops the graph with the palette's close matches."""
+    import numpy as np
+
+    base = tiny_version(load_api("tcig_two_stage_controlnet_seg"), iterations=5)
+    runs = {}
+    for strength in (0.8, 0.0):
+        prompt = copy.deepcopy(base)
+        prompt["29"]["inputs"]["strength"] = strength
+        hist = server.wait(server.queue(prompt))
+        assert hist["status"]["status_str"] == "success", hist["status"]
+        runs[strength] = _stage2_pixels(server, hist, prompt)
+    diff = np.abs(runs[0.8] - runs[0.0]).mean()
+    assert diff > 1.0, diff  # 0-255 scale: the hint changed the image
+    # the seg map alone (painter -> seg map -> save): an unknown label is a node error naming close classes
+    value = json.loads(base["5"]["inputs"]["painting"])
+    value["labels"] = [dict(entry, name="skyy" if entry["name"] == "sky" else entry["name"]) for entry in value["labels"]]
+    small = {
+        "5": {"class_type": "TCIGLayoutPainter", "inputs": {"painting": json.dumps(value)}},
+        "27": {"class_type": "TCIGLayoutToSegMap", "inputs": {"layout": ["5", 0]}},  # palette and unknown left out: defaults
+        "30": {"class_type": "SaveImage", "inputs": {"images": ["27", 0], "filename_prefix": "TCIG/seg_map_unknown"}},
+    }
+    hist = server.wait(server.queue(small))
+    assert hist["status"]["status_str"] == "error"
+    message = json.dumps(hist["status"]["messages"])
+    assert "'skyy' is not a class of the ADE20K" in message and "['sky']" in message, message[-800:]
+    small["27"]["inputs"]["unknown"] = "ignore"
+    hist = server.wait(server.queue(small))
     assert hist["status"]["status_str"] == "success", hist["status"]

@@ -58,6 +58,12 @@ NODE_TYPES = {
     "DifferentialDiffusion": (["strength"], [("MODEL", "MODEL")]),
     "KSampler": (["seed", "+control", "steps", "cfg", "sampler_name", "scheduler", "denoise"], [("LATENT", "LATENT")]),
     "VAEDecode": ([], [("IMAGE", "IMAGE")]),
+    "TCIGLayoutToSegMap": (["palette", "unknown"], [("seg_map", "IMAGE")]),
+    "ControlNetLoader": (["control_net_name"], [("CONTROL_NET", "CONTROL_NET")]),
+    "ControlNetApplyAdvanced": (
+        ["strength", "start_percent", "end_percent"],
+        [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+    ),
     "TCIGIoUEvaluate": (["title", "filename_prefix"], [("miou", "FLOAT"), ("report", "STRING"), ("overlay", "IMAGE")]),
     "SaveImage": (
         ["filename_prefix"],
@@ -205,6 +211,29 @@ def two_stage(layout="painter"):
     return g
 
 
+def controlnet_seg():
+    """The two-stage graph with a segmentation ControlNet in stage 2, its hint the layout drawn in the
+    ADE20K palette (TCIG Layout to Seg Map): the layout steers stage 1 and the sampler both."""
+    g = two_stage()
+    g[27] = ("TCIGLayoutToSegMap", {"layout": L(5), "palette": "ADE20K (150 classes)", "unknown": "error"})
+    g[28] = ("ControlNetLoader", {"control_net_name": "control_v11p_sd15_seg.pth"})
+    g[29] = (
+        "ControlNetApplyAdvanced",
+        {
+            "positive": L(11),
+            "negative": L(10),
+            "control_net": L(28),
+            "image": L(27),
+            "strength": 0.8,
+            "start_percent": 0.0,
+            "end_percent": 1.0,
+        },
+    )
+    g[14][1].update(positive=L(29, 0), negative=L(29, 1))
+    g[30] = ("SaveImage", {"images": L(27), "filename_prefix": "TCIG/seg_map"})
+    return g
+
+
 def colour_image():
     """The two-stage graph with the layout from a colour-coded image + class map (copy
     example_inputs/tcig_layout.png into ComfyUI/input/ first)."""
@@ -240,6 +269,7 @@ GRAPHS = {
     "tcig_multi_segmenter": multi_segmenter,
     "tcig_stage1_only": stage1_only,
     "tcig_two_stage_colour_image": colour_image,
+    "tcig_two_stage_controlnet_seg": controlnet_seg,
 }
 
 

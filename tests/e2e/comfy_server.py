@@ -36,26 +36,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tiny_sd_checkpoint(comfy: str, cache: str) -> str:
-    """The random tiny SD1.5-family checkpoint, generated once with ComfyUI's own classes."""
-    path = os.path.join(cache, "tiny_sd15.safetensors")
+def _generated(comfy: str, cache: str, name: str, script: str) -> str:
+    """A random tiny checkpoint written once by ``script`` with ComfyUI's own classes, cached."""
+    path = os.path.join(cache, name)
     if not os.path.isfile(path):
         os.makedirs(cache, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=comfy)
-        subprocess.run(
-            [sys.executable, os.path.join(ROOT, "tests", "e2e", "make_tiny_sd.py"), path + ".tmp"],
-            cwd=comfy,
-            env=env,
-            check=True,
-            timeout=600,
-        )
+        here = os.path.join(ROOT, "tests", "e2e")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([comfy, here]))
+        subprocess.run([sys.executable, os.path.join(here, script), path + ".tmp"], cwd=comfy, env=env, check=True, timeout=600)
         os.replace(path + ".tmp", path)
     return path
 
 
-def prepare_base(base: str, extra: str, tiny: dict, sd_ckpt: str) -> str:
+def tiny_sd_checkpoint(comfy: str, cache: str) -> str:
+    """The random tiny SD1.5-family checkpoint, generated once with ComfyUI's own classes."""
+    return _generated(comfy, cache, "tiny_sd15.safetensors", "make_tiny_sd.py")
+
+
+def tiny_controlnet(comfy: str, cache: str) -> str:
+    """A random ControlNet for the tiny checkpoint (the seg ControlNet's stand-in), generated once."""
+    return _generated(comfy, cache, "tiny_seg_controlnet.safetensors", "make_tiny_controlnet.py")
+
+
+def prepare_base(base: str, extra: str, tiny: dict, sd_ckpt: str, controlnet: str | None = None) -> str:
     """A --base-directory with the pack and checkpoints, and an extra_model_paths.yaml for TCIG models."""
-    for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
+    for sub in ("custom_nodes", "models/checkpoints", "models/controlnet", "input", "output", "temp", "user"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
     link = os.path.join(base, "custom_nodes", "tcig-layout")
     if not os.path.islink(link):
@@ -63,6 +68,9 @@ def prepare_base(base: str, extra: str, tiny: dict, sd_ckpt: str) -> str:
     ck = os.path.join(base, "models", "checkpoints", "tiny_sd15.safetensors")
     if not os.path.exists(ck):
         os.symlink(sd_ckpt, ck)
+    cn = os.path.join(base, "models", "controlnet", "tiny_seg_controlnet.safetensors")
+    if controlnet and not os.path.exists(cn):
+        os.symlink(controlnet, cn)
     # TCIG models live outside the base folder and arrive through extra_model_paths.yaml
     for key, src in (
         ("vqgan", os.path.dirname(tiny["vqgan"])),
