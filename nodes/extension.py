@@ -13,7 +13,7 @@ class TCIGExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         from .evaluate import TCIGIoUEvaluate
         from .guides import TCIGSegmenterGuide
-        from .layout_nodes import TCIGLayoutAddMask, TCIGLayoutFromColors, TCIGLayoutToSegMap
+        from .layout_nodes import TCIGLayoutAddMask, TCIGLayoutFromColors, TCIGLayoutFromImage, TCIGLayoutToSegMap
         from .loaders import TCIGCLIPLoader, TCIGSegmenterLoader, TCIGVQGANLoader
         from .painter_node import TCIGLayoutPainter
         from .refine_nodes import TCIGMaskAwareRefine, TCIGRegionalConditioning
@@ -27,6 +27,7 @@ class TCIGExtension(ComfyExtension):
             TCIGLayoutFromColors,
             TCIGLayoutAddMask,
             TCIGLayoutToSegMap,
+            TCIGLayoutFromImage,
             TCIGSegmenterGuide,
             TCIGStage1,
             TCIGMaskAwareRefine,

@@ -112,3 +112,57 @@ class TCIGLayoutToSegMap(io.ComfyNode):
         for note in notes:
             logging.info("TCIG Layout to Seg Map: %s", note)
         return io.NodeOutput(glue.bchw_to_image(image))
+
+
+class TCIGLayoutFromImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        from .types import SEGMENTER
+
+        return io.Schema(
+            node_id="TCIGLayoutFromImage",
+            display_name="TCIG Layout from Image",
+            category="TCIG/layout",
+            description="Reads a layout from any image with a segmenter (at the segmenter's native size; the class map is "
+            "resized to the image, nearest): start from a photo's layout and edit it in the Layout Painter (its layout input) "
+            "instead of painting from nothing.",
+            inputs=[
+                io.Image.Input("image", tooltip="Any image; the first of a batch."),
+                SEGMENTER.Input("segmenter", tooltip="Reads the image: a SegFormer/UperNet/Mask2Former, or CLIPSeg with text labels."),
+                io.String.Input(
+                    "keep_labels",
+                    default="",
+                    optional=True,
+                    tooltip="Comma-separated classes to use (every pixel takes the likeliest of them); empty: all the segmenter knows.",
+                ),
+                io.Float.Input(
+                    "min_region_share",
+                    default=0.5,
+                    min=0.0,
+                    max=50.0,
+                    step=0.1,
+                    optional=True,
+                    tooltip="Regions smaller than this percentage of the image merge into their largest neighbour (0: keep all).",
+                ),
+                io.String.Input(
+                    "text_labels",
+                    default="",
+                    optional=True,
+                    tooltip="For CLIPSeg: comma-separated things to look for; pixels that are none of them stay unpainted.",
+                ),
+            ],
+            outputs=[LAYOUT.Output(display_name="layout"), io.Image.Output(display_name="preview"), io.Mask.Output(display_name="masks")],
+        )
+
+    @classmethod
+    def execute(cls, image, segmenter, keep_labels="", min_region_share=0.5, text_labels="") -> io.NodeOutput:
+        from ..tcig_ops.layout_from_image import layout_from_image
+        from .device import on_compute_device
+
+        x = glue.image_to_bchw(image, "image")[:1]
+        with on_compute_device(segmenter) as device:
+            layout = layout_from_image(
+                segmenter, x.to(device), glue.parse_class_list(keep_labels), float(min_region_share), glue.parse_class_list(text_labels)
+            )
+        masks = layout.planes(range(len(layout.labels)))
+        return io.NodeOutput(layout, _preview(layout), masks)

@@ -91,7 +91,9 @@ class TCIGRegionalConditioning(io.ComfyNode):
             display_name="TCIG Regional Conditioning",
             category="TCIG/refine",
             description="One masked conditioning per layout label (ConditioningSetMask semantics, mask = the label's region), "
-            "prompt from 'label: prompt' lines or the label itself, plus an optional global conditioning.",
+            "prompt from 'label: prompt' lines or the label itself, plus an optional global conditioning. Per-region "
+            "negatives ('label: text' lines) come out as the second output: the global negative plus one masked negative "
+            "per listed region.",
             inputs=[
                 io.Clip.Input("clip", tooltip="The diffusion model's text encoder."),
                 LAYOUT.Input("layout", tooltip="Regions to condition."),
@@ -101,20 +103,53 @@ class TCIGRegionalConditioning(io.ComfyNode):
                 io.String.Input("suffix", default="highly detailed photo", tooltip="Appended to every region prompt."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.01, tooltip="Mask strength of each region."),
                 io.Conditioning.Input("global_conditioning", optional=True, tooltip="Added unmasked, e.g. the whole-image prompt."),
+                io.String.Input(
+                    "region_negatives",
+                    multiline=True,
+                    default="",
+                    optional=True,
+                    tooltip="Lines 'label: text': what to keep out of that region (e.g. 'water: boats, people'). Only listed "
+                    "regions get a negative of their own; needs global_negative.",
+                ),
+                io.Conditioning.Input(
+                    "global_negative", optional=True, tooltip="The whole-image negative (e.g. 'blurry, low quality'); regions add theirs."
+                ),
             ],
-            outputs=[io.Conditioning.Output(display_name="conditioning")],
+            outputs=[io.Conditioning.Output(display_name="conditioning"), io.Conditioning.Output(display_name="negative")],
         )
 
     @classmethod
-    def execute(cls, clip, layout, region_prompts="", suffix="", strength=1.0, global_conditioning=None) -> io.NodeOutput:
-        prompts = glue.region_prompts(region_prompts)
-        unknown = [k for k in prompts if k not in layout.labels]
-        if unknown:
-            raise TCIGInputError(f"region prompts: labels {unknown} are not in the layout {layout.labels}")
+    def execute(
+        cls, clip, layout, region_prompts="", suffix="", strength=1.0, global_conditioning=None, region_negatives="", global_negative=None
+    ) -> io.NodeOutput:
+        prompts = _region_lines(region_prompts, "region prompts", layout)
+        negatives = _region_lines(region_negatives, "region negatives", layout)
+        if negatives and global_negative is None:
+            raise TCIGInputError(
+                "region negatives: connect global_negative (the whole-image negative, e.g. a CLIP Text Encode of "
+                "'blurry, low quality'): pixels outside the listed regions need a negative too"
+            )
         out = list(global_conditioning or [])
         for k, label in enumerate(layout.labels):
             text = ", ".join(t for t in (prompts.get(label, label), suffix.strip()) if t)
-            cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
-            mask = layout.planes([k]).cpu()  # (1, H, W)
-            out += node_helpers.conditioning_set_values(cond, {"mask": mask, "set_area_to_bounds": False, "mask_strength": strength})
-        return io.NodeOutput(out)
+            out += _masked(clip, text, layout, k, strength)
+        negative = list(global_negative or [])
+        for label, text in negatives.items():
+            negative += _masked(clip, text, layout, layout.labels.index(label), strength)
+        return io.NodeOutput(out, negative)
+
+
+def _region_lines(text: str, what: str, layout) -> dict[str, str]:
+    """'label: text' lines; every label must be one of the layout's."""
+    lines = glue.region_prompts(text)
+    unknown = [k for k in lines if k not in layout.labels]
+    if unknown:
+        raise TCIGInputError(f"{what}: labels {unknown} are not in the layout; its labels are {layout.labels}")
+    return lines
+
+
+def _masked(clip, text: str, layout, k: int, strength: float) -> list:
+    """``text`` encoded and limited to label ``k``'s region (ConditioningSetMask semantics)."""
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+    mask = layout.planes([k]).cpu()  # (1, H, W)
+    return node_helpers.conditioning_set_values(cond, {"mask": mask, "set_area_to_bounds": False, "mask_strength": strength})

@@ -50,7 +50,10 @@ NODE_TYPES = {
     ),
     "CheckpointLoaderSimple": (["ckpt_name"], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
     "CLIPTextEncode": (["text"], [("CONDITIONING", "CONDITIONING")]),
-    "TCIGRegionalConditioning": (["region_prompts", "suffix", "strength"], [("conditioning", "CONDITIONING")]),
+    "TCIGRegionalConditioning": (
+        ["region_prompts", "suffix", "strength", "region_negatives"],
+        [("conditioning", "CONDITIONING"), ("negative", "CONDITIONING")],
+    ),
     "TCIGMaskAwareRefine": (
         ["base_denoise", "border_denoise", "border_width", "disagreement_denoise", "softness"],
         [("latent", "LATENT"), ("denoise_map", "MASK")],
@@ -164,6 +167,9 @@ def two_stage(layout="painter"):
             "region_prompts": "sky: clear blue sky\nmountain: rocky mountain\nwater: calm lake",
             "suffix": "highly detailed photo",
             "strength": 1.0,
+            # per-region negatives, added to the global negative (node 10) as masked conditioning
+            "region_negatives": "sky: clouds, birds\nwater: boats, people",
+            "global_negative": L(10),
         },
     )
     g[12] = (
@@ -186,7 +192,7 @@ def two_stage(layout="painter"):
         {
             "model": L(13),
             "positive": L(11),
-            "negative": L(10),
+            "negative": L(11, 1),
             "latent_image": L(12),
             "seed": 0,
             "+control": "fixed",
@@ -221,7 +227,7 @@ def controlnet_seg():
         "ControlNetApplyAdvanced",
         {
             "positive": L(11),
-            "negative": L(10),
+            "negative": L(11, 1),
             "control_net": L(28),
             "image": L(27),
             "strength": 0.8,
