@@ -148,7 +148,7 @@ class TCIGLayoutFromImage(io.ComfyNode):
                     "text_labels",
                     default="",
                     optional=True,
-                    tooltip="For CLIPSeg: comma-separated things to look for; pixels that are none of them stay unpainted.",
+                    tooltip="For CLIPSeg: comma-separated things to look for; every pixel takes the likeliest of them.",
                 ),
             ],
             outputs=[LAYOUT.Output(display_name="layout"), io.Image.Output(display_name="preview"), io.Mask.Output(display_name="masks")],

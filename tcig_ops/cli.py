@@ -27,7 +27,8 @@ def _build() -> argparse.ArgumentParser:
     t.add_argument("folder")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--vqgan-steps", type=int, default=500)
-    t.add_argument("--seg-steps", type=int, default=200)
+    t.add_argument("--seg-steps", type=int, default=200, help="CLIPSeg trains for 4x this many steps")
+    t.add_argument("--guide-steps", type=int, default=300, help="steps of each 128 px SegFormer guide")
     t.add_argument("--force", action="store_true", help="rewrite even if manifest.json exists")
 
     s = sub.add_parser("stage1", help="optimise an image for a prompt and a layout")
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             if os.path.isfile(os.path.join(a.folder, "manifest.json")) and not a.force:
                 print(f"{a.folder}/manifest.json exists; nothing to do (use --force to rewrite)")
                 return 0
-            write_tiny_models(a.folder, a.seed, a.vqgan_steps, a.seg_steps)
+            write_tiny_models(a.folder, a.seed, a.vqgan_steps, a.seg_steps, guide_steps=a.guide_steps)
             print(f"wrote {a.folder}/manifest.json")
             return 0
         if a.command == "stage1":

@@ -79,7 +79,7 @@ def layout_from_image(
 
     ``keep``: the labels to use (others are not candidates: every pixel takes the likeliest kept
     label); ``text_labels``: what an open-vocabulary segmenter (CLIPSeg) looks for (required for it;
-    pixels that are none of them are left unpainted). ``min_share_percent``: regions below that share
+    every pixel takes the likeliest of them). ``min_share_percent``: regions below that share
     of the image merge into their largest neighbour."""
     if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
         raise TCIGInputError(f"image: expected one RGB image (1, 3, H, W), got shape {tuple(image.shape)}")
@@ -95,9 +95,8 @@ def layout_from_image(
             raise TCIGInputError(
                 f"text_labels: {segmenter.name} is open-vocabulary (CLIPSeg); list what to look for, e.g. 'sky, water, tree'"
             )
-        with torch.no_grad():
-            classes = segmenter.decide(segmenter.probabilities(segmenter.scores(image, work, labels=labels)))[0]
-        classes = torch.where(classes >= len(labels), torch.full_like(classes, IGNORED), classes)
+        with torch.no_grad():  # the likeliest listed label per pixel (CLIPSeg's sigmoids, each against its text)
+            classes = segmenter.scores(image, work, labels=labels)[0, : len(labels)].argmax(0).cpu()
     else:
         vocab = segmenter.labels
         channels = list(range(len(vocab)))

@@ -3,7 +3,8 @@
 ``write_tiny_models(folder)`` writes:
 - ``vqgan/tiny-vqgan.ckpt`` + ``tiny-vqgan.yaml``  (taming: {"state_dict": ...} + model yaml)
 - ``clip/tiny-clip.safetensors`` + ``tiny-clip.json`` (open_clip model config + weights)
-- ``segmenters/tiny-segformer-a``, ``tiny-segformer-b`` (SegFormer save_pretrained folders)
+- ``segmenters/tiny-segformer-a``, ``tiny-segformer-b`` (SegFormer save_pretrained folders, 128 px
+  native: 32x32 logits; trained on scenes drawn at 64, 128 and 256 px, small objects included)
 - ``segmenters/tiny-clipseg`` (CLIPSeg save_pretrained folder with its tokenizer, trained
   with one sigmoid mask per class-name prompt)
 - ``segmenters/tiny-judge-upernet`` (UperNet + ConvNeXt at 128 px, trained on its own world
@@ -149,19 +150,55 @@ def reconstruction_pool(vqgan, gen: torch.Generator, n: int = 96, size: int = TR
     return rec, y
 
 
-def train_segformer(steps: int, gen: torch.Generator, pool: tuple[torch.Tensor, torch.Tensor], seed: int, quiet: bool = True):
-    """A tiny SegFormer trained on fresh world scenes and on the VQGAN's reconstructions of others."""
+GUIDE_SIZE = 128  # the SegFormer guides' native input: 32x32 logits, so small regions count
+GUIDE_SCALES = (64, 128, 256)  # the image sizes tests and bench run at: scenes drawn at each, resized to GUIDE_SIZE
+
+
+def _to_guide_size(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (bilinear, antialiased when shrinking) and label maps (nearest) at GUIDE_SIZE."""
+    size = x.shape[-1]
+    x = F.interpolate(x, size=(GUIDE_SIZE, GUIDE_SIZE), mode="bilinear", align_corners=False, antialias=size > GUIDE_SIZE)
+    y = F.interpolate(y[:, None].float(), size=(GUIDE_SIZE, GUIDE_SIZE), mode="nearest")[:, 0].long()
+    return x, y
+
+
+def guide_scenes(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n world scenes at GUIDE_SIZE, each drawn at a random one of GUIDE_SCALES: alternately the world's
+    Voronoi scenes and the layout sampler's kinds (objects and blobs on backgrounds, stripes, nested
+    shapes, horizons) rendered in the world's textures, so the guides learn small regions too."""
+    from .sampler import sample_layout
+
+    xs, ys = [], []
+    for i in range(n):
+        size = GUIDE_SCALES[int(torch.randint(len(GUIDE_SCALES), (1,), generator=gen))]
+        if i % 2:
+            x, y = world.sample(1, size, gen)
+        else:
+            seed = int(torch.randint(10**6, 10**7, (1,), generator=gen))  # far from the bench's and tuning's seeds
+            idx, labels, _ = sample_layout(seed, (size, size), list(world.CLASSES))
+            y = torch.tensor([world.CLASSES.index(label) for label in labels])[idx][None]
+            x = world.render(y[0], gen)[None]
+        x, y = _to_guide_size(x, y)
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def train_segformer(steps: int, gen: torch.Generator, pools: list[tuple[torch.Tensor, torch.Tensor]], seed: int, quiet: bool = True):
+    """A tiny SegFormer guide trained at GUIDE_SIZE on fresh scenes (``guide_scenes``) and on the
+    VQGAN's reconstructions of others (``pools``, any sizes)."""
     from transformers import SegformerForSemanticSegmentation
 
     torch.manual_seed(seed)
     model = SegformerForSemanticSegmentation(_segformer_config(seed))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    mean = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
+    resized = [_to_guide_size(*p) for p in pools]
+    pool = torch.cat([p[0] for p in resized]), torch.cat([p[1] for p in resized])
     for step in range(steps):
-        x, y = world.sample(8, TRAIN_SIZE, gen)
-        pick = torch.randint(len(pool[0]), (8,), generator=gen)
+        x, y = guide_scenes(6, gen)
+        pick = torch.randint(len(pool[0]), (6,), generator=gen)
         x, y = torch.cat([x, pool[0][pick]]), torch.cat([y, pool[1][pick]])
-        logits = model(pixel_values=(x - mean) / mean).logits
+        logits = model(pixel_values=(x - 0.5) / 0.5).logits
         logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad()
@@ -395,7 +432,13 @@ def cache_dir(base: str = ".cache") -> str:
 
 
 def write_tiny_models(
-    folder: str, seed: int = 0, vqgan_steps: int = 500, seg_steps: int = 200, quiet: bool = False, judge_steps: int = 400
+    folder: str,
+    seed: int = 0,
+    vqgan_steps: int = 500,
+    seg_steps: int = 200,
+    quiet: bool = False,
+    judge_steps: int = 400,
+    guide_steps: int = 300,
 ) -> dict:
     """Write every tiny model and ``manifest.json``; returns the manifest (paths absolute)."""
     folder = os.path.abspath(folder)
@@ -408,12 +451,13 @@ def write_tiny_models(
         vqgan_path = _write_vqgan(vqgan, os.path.join(folder, "vqgan"))
         vqgan.load_state_dict({k: v.float() for k, v in torch.load(vqgan_path, weights_only=True)["state_dict"].items()})
         pool = reconstruction_pool(vqgan.requires_grad_(False), gen)
+        guide_pools = [pool, reconstruction_pool(vqgan, gen, n=48, size=GUIDE_SIZE)]
         seg_dirs = []
         for i, name in enumerate(["tiny-segformer-a", "tiny-segformer-b"]):
-            _log(f"training {name} for {seg_steps} steps", quiet)
-            seg = train_segformer(seg_steps, gen, pool, seed=i, quiet=quiet)
+            _log(f"training {name} at {GUIDE_SIZE} px for {guide_steps} steps", quiet)
+            seg = train_segformer(guide_steps, gen, guide_pools, seed=i, quiet=quiet)
             seg_dirs.append(os.path.join(folder, "segmenters", name))
-            _write_segformer(seg, seg_dirs[-1])
+            _write_segformer(seg, seg_dirs[-1], GUIDE_SIZE)
         seg_dirs.append(os.path.join(folder, "segmenters", "tiny-clipseg"))
         _write_clipseg(seg_dirs[-1], seed)
         _log(f"training tiny-clipseg for {4 * seg_steps} steps", quiet)

@@ -183,8 +183,9 @@ def test_run_starts_from_the_layout_unless_told_otherwise(models):
         runs[name] = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], s)
     assert any("started from the layout" in n for n in runs["layout"].notes)
     assert not any("started from the layout" in n for n in runs["random"].notes)
-    # measured on the tiny models: ~0.6 from the layout's colour field, ~0.1 from random codes
-    assert runs["layout"].start_miou > runs["random"].start_miou + 0.3, (runs["layout"].start_miou, runs["random"].start_miou)
+    # measured on the tiny models (both at the 32 px coarse level of a 64 px run): 0.29 from the layout's
+    # colour field, 0.11 from random codes with the 128 px guides (0.6 and 0.1 with the former 64 px ones)
+    assert runs["layout"].start_miou > runs["random"].start_miou + 0.12, (runs["layout"].start_miou, runs["random"].start_miou)
     # an init image wins over the layout start
     init = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     r = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], Stage1Settings(width=64, height=64, iterations=1), init_image=init)
