@@ -46,6 +46,12 @@ class TCIGLayoutPainter(io.ComfyNode):
                     optional=True,
                     tooltip="Optional image shown under the paint once the node has run (trace a photo or the stage-1 result).",
                 ),
+                LAYOUT.Input(
+                    "layout",
+                    optional=True,
+                    tooltip="Optional layout to import (e.g. from TCIG Layout from Image): after a run, the painter offers "
+                    "'Use connected layout', which replaces the painting (undoable). The node outputs the painting.",
+                ),
             ],
             outputs=[
                 LAYOUT.Output(display_name="layout"),
@@ -55,11 +61,17 @@ class TCIGLayoutPainter(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, painting, background=None) -> io.NodeOutput:
-        layout, colors, _ = layout_from_painting(painting)
-        preview = glue.bchw_to_image(preview_image(layout, colors))
-        masks = layout.planes(range(len(layout.labels)))  # (K, H, W) float, built plane by plane into the output
-        shown = None
+    def execute(cls, painting, background=None, layout=None) -> io.NodeOutput:
+        from ..tcig_ops.painter import painting_from_layout
+
+        out, colors, _ = layout_from_painting(painting)
+        preview = glue.bchw_to_image(preview_image(out, colors))
+        masks = out.planes(range(len(out.labels)))  # (K, H, W) float, built plane by plane into the output
+        shown = {}
         if background is not None:  # saved to the temp folder; the widget draws it under the paint
-            shown = {"tcig_background": ui.PreviewImage(background[:1], cls=cls).as_dict()["images"]}
-        return io.NodeOutput(layout, preview, masks, ui=shown)
+            shown["tcig_background"] = ui.PreviewImage(background[:1], cls=cls).as_dict()["images"]
+        if layout is not None:  # offered to the widget; it replaces the painting only when the user says so
+            offer, notes = painting_from_layout(layout)
+            shown["tcig_layout"] = [offer]
+            shown["tcig_layout_notes"] = notes
+        return io.NodeOutput(out, preview, masks, ui=shown or None)

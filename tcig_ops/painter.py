@@ -200,6 +200,29 @@ def layout_from_painting(text: str) -> tuple[Layout, list[str], list[str]]:
     return layout, [colors[names.index(label)] for label in layout.labels], names
 
 
+def painting_from_layout(layout: Layout, colors: list[str] | None = None) -> tuple[str, list[str]]:
+    """A painter value holding ``layout`` (e.g. one read from a photo), to edit on the canvas, and notes.
+    A side above MAX_SIDE is resampled (nearest) to fit; more than MAX_LABELS labels is an error;
+    names are cut to MAX_NAME characters. ``colors``: one "#rrggbb" per label (default: the palette)."""
+    notes = []
+    h, w = layout.size
+    if max(h, w) > MAX_SIDE:
+        scale = MAX_SIDE / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        layout = layout.resized(nh, nw)
+        notes.append(f"the layout is {w}x{h}; resampled to {nw}x{nh} (nearest) for the painter (at most {MAX_SIDE} px a side)")
+    if len(layout.labels) > MAX_LABELS:
+        raise TCIGInputError(
+            f"layout: {len(layout.labels)} labels; the painter holds at most {MAX_LABELS}. Keep fewer labels (e.g. Layout from "
+            "Image's keep_labels or min_region_share)"
+        )
+    names = [label[:MAX_NAME] for label in layout.labels]
+    if len(set(names)) != len(names):
+        raise TCIGInputError(f"layout: labels {layout.labels} are not distinct in their first {MAX_NAME} characters")
+    index_map = (layout.index_map().cpu() + 1).to(torch.uint8).numpy()  # at most MAX_LABELS (64) labels
+    return encode_painting(index_map, names, colors), notes
+
+
 def preview_image(layout: Layout, colors: list[str]) -> torch.Tensor:
     """(3, H, W) 0..1: each labelled pixel in its painter colour, ignored pixels black."""
     from .imageio import colourise

@@ -187,3 +187,26 @@ def test_the_shared_table_of_painting_values(text, valid):
     else:
         with pytest.raises(TCIGInputError):
             decode_painting(text)
+
+
+def test_a_layout_becomes_a_painting_resampled_to_the_painters_limit():
+    import torch
+
+    from tcig_ops.layout import layout_from_index_map
+    from tcig_ops.painter import MAX_SIDE, decode_painting, painting_from_layout
+
+    idx = torch.zeros(30, 50, dtype=torch.long)
+    idx[10:, 20:] = 1
+    idx[0, 0] = -1
+    text, notes = painting_from_layout(layout_from_index_map(idx, ["sky", "water"]))
+    got, names, colors = decode_painting(text)
+    assert names == ["sky", "water"] and not notes and len(colors) == 2
+    assert (got == (idx + 1).numpy()).all()  # unpainted stays unpainted
+    big = torch.zeros(MAX_SIDE + 100, 10, dtype=torch.long)
+    big[: (MAX_SIDE + 100) // 2] = 1
+    text, notes = painting_from_layout(layout_from_index_map(big, ["sky", "water"]))
+    got, _, _ = decode_painting(text)
+    assert got.shape == (MAX_SIDE, 10) and "resampled" in notes[0]  # 10 * 2048 / 2148 rounds to 10
+    many = layout_from_index_map(torch.arange(70).repeat(2, 1), [f"c{i}" for i in range(70)])
+    with pytest.raises(TCIGInputError, match="at most 64"):
+        painting_from_layout(many)

@@ -246,3 +246,72 @@ def test_browser_painter_loads_shipped_workflow_and_marks_unknown_labels(page, s
     text = warn.text_content()
     assert "sky" in text and ("no installed segmenter" in text or "open vocabulary" in text), text
     assert not _errors(pg), "\n".join(_errors(pg))
+
+
+IMPORT_GRAPH_JS = """() => {
+  const g = app.graph;
+  g.clear();
+  const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; g.add(n); return n; };
+  const load = add("LoadImage", [20, 60]);
+  load.widgets.find((w) => w.name === "image").value = "tcig_browser_photo.png";
+  const seg = add("TCIGSegmenterLoader", [20, 420]);
+  seg.widgets.find((w) => w.name === "segmenter_name").value = "tiny-segformer-a";
+  const read = add("TCIGLayoutFromImage", [360, 60]);
+  load.connect(0, read, read.findInputSlot("image"));
+  seg.connect(0, read, read.findInputSlot("segmenter"));
+  const painter = add("TCIGLayoutPainter", [700, 60]);
+  painter.setSize([420, 700]);
+  read.connect(0, painter, painter.findInputSlot("layout"));
+  const save = add("SaveImage", [1160, 60]);
+  save.widgets.find((w) => w.name === "filename_prefix").value = "TCIG/browser_import";
+  painter.connect(1, save, 0);
+  app.canvas.ds.offset = [0, 0];
+  app.canvas.ds.scale = 1;
+  app.canvas.setDirty(true, true);
+  return painter.id;
+}"""
+
+
+def test_browser_painter_imports_a_connected_layout_undoably(page, server, tmp_path):
+    """Layout from Image wired into the painter: after a run the widget offers the backend's layout;
+    'Use connected layout' makes it the painting (the same label map and labels), undo brings the old
+    painting back, and a saved workflow reloads with the imported one."""
+    from PIL import Image
+
+    from tcig_ops.judge import oracle_image
+    from tcig_ops.painter import decode_painting, layout_from_painting
+
+    workflows = ROOT / "workflows"
+    painting = json.loads((workflows / "tcig_stage1_only.api.json").read_text())["5"]["inputs"]["painting"]
+    layout = layout_from_painting(painting)[0].resized(72, 96)
+    photo = (oracle_image(layout)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(photo).save(pathlib.Path(server.base) / "input" / "tcig_browser_photo.png")
+    pg = page
+    node_id = pg.evaluate(IMPORT_GRAPH_JS)
+    painter = pg.locator(".tcig-painter").first
+    painter.wait_for(state="visible", timeout=30_000)
+    old = _painter_state(pg, node_id)
+    use = painter.locator("button[data-action=use-layout]")
+    assert not use.is_visible()  # nothing offered before a run
+    before = set(server.get("/history"))
+    pg.evaluate("() => app.queuePrompt(0)")
+    hist = _wait_history(server, before)
+    assert hist["status"]["status_str"] == "success", hist["status"]
+    offered = hist["outputs"][str(node_id)]["tcig_layout"][0]
+    use.wait_for(state="visible", timeout=30_000)
+    use.click()
+    now = _painter_state(pg, node_id)
+    got_map, got_names, _ = decode_painting(now["value"])
+    want_map, want_names, _ = decode_painting(offered)
+    assert (now["w"], now["h"]) == (96, 72) and got_names == want_names and np.array_equal(got_map, want_map)
+    assert set(want_names) == {"sky", "mountain", "water"}
+    painter.locator("button[data-action=undo]").click()
+    assert _painter_state(pg, node_id)["value"] == old["value"]
+    painter.locator("button[data-action=redo]").click()
+    assert _painter_state(pg, node_id)["value"] == now["value"]
+    workflow = pg.evaluate("() => JSON.stringify(app.graph.serialize())")
+    _open(pg, server)
+    pg.evaluate("(wf) => app.loadGraphData(JSON.parse(wf))", workflow)
+    pg.locator(".tcig-painter canvas.paint").first.wait_for(state="visible", timeout=30_000)
+    assert _painter_state(pg, node_id)["value"] == now["value"]
+    assert not _errors(pg), "\n".join(_errors(pg))

@@ -137,6 +137,13 @@ class Painter {
       oninput: (e) => { this.opacity = +e.target.value / 100; this.paint.style.opacity = this.bg.src ? this.opacity : 1; } });
     this.bgRow = el("div", { class: "row note" }, "paint over background", this.opacityInput);
     this.bgRow.style.display = "none";
+    // a layout connected to the node's input arrives after a run; it replaces the painting only on request
+    this.offerNote = el("span", { class: "note" });
+    this.offerRow = el("div", { class: "row" },
+      el("button", { "data-action": "use-layout", title: "Replace the painting with the layout connected to this node (undoable)",
+        onclick: () => this.useOffered() }, "Use connected layout"), this.offerNote);
+    this.offerRow.style.display = "none";
+    this.offered = null;
     this.table = el("div", { class: "labels" });
     this.datalist = el("datalist", { id: `tcig-labels-${this.node.id}-${Math.random().toString(36).slice(2)}` });
     const add = el("button", { "data-action": "add-label", onclick: () => this.addLabel() }, "+ label");
@@ -145,7 +152,7 @@ class Painter {
     this.bg.style.display = "none";
     this.paint = el("canvas", { class: "paint" });
     this.stage = el("div", { class: "stage" }, this.bg, this.paint);
-    this.root.append(style, tools, actions, size, this.bgRow, this.table, el("div", { class: "row" }, add), this.datalist, this.error, this.stage);
+    this.root.append(style, tools, actions, size, this.offerRow, this.bgRow, this.table, el("div", { class: "row" }, add), this.datalist, this.error, this.stage);
     this.listen();
     this.setTool("brush");
     segmenterLabels().then((info) => this.fillCompletions(info));
@@ -290,6 +297,27 @@ class Painter {
     return 150 + 26 * this.labels.length + Math.round((this.map.height * avail) / this.map.width);
   }
 
+  offerLayout(text, notes) {
+    this.offered = text;
+    const got = loadPainting(text);
+    const desc = got.error === null ? `${got.map.width}x${got.map.height}, ${got.labels.length} labels` : got.error;
+    this.offerNote.textContent = [desc, ...(notes || [])].join("; ");
+    this.offerRow.style.display = "";
+  }
+  useOffered() {
+    if (this.offered === null) return;
+    const got = loadPainting(this.offered);
+    if (got.error !== null) {
+      this.error.textContent = `connected layout: ${got.error}`;
+      return;
+    }
+    this.edit(() => {
+      this.map = got.map;
+      this.labels = got.labels;
+      this.active = Math.min(Math.max(1, this.active), this.labels.length);
+    });
+  }
+
   showBackground(url) {
     this.bg.src = url;
     this.bg.style.display = "";
@@ -380,6 +408,8 @@ app.registerExtension({
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);
+      const offered = output?.tcig_layout?.[0];
+      if (offered && this.tcigPainter) this.tcigPainter.offerLayout(offered, output?.tcig_layout_notes);
       const image = output?.tcig_background?.[0];
       if (image && this.tcigPainter) {
         const q = new URLSearchParams({ filename: image.filename, subfolder: image.subfolder ?? "", type: image.type ?? "temp" });
