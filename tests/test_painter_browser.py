@@ -315,3 +315,49 @@ def test_browser_painter_imports_a_connected_layout_undoably(page, server, tmp_p
     pg.locator(".tcig-painter canvas.paint").first.wait_for(state="visible", timeout=30_000)
     assert _painter_state(pg, node_id)["value"] == now["value"]
     assert not _errors(pg), "\n".join(_errors(pg))
+
+
+def test_browser_painter_shortcuts_outline_and_hover_label(page, server):
+    """While the canvas has focus: B E R O F pick tools, [ ] change the brush, Ctrl+Z / Ctrl+Shift+Z undo
+    and redo the painting; the brush's outline follows the pointer at the brush's size and the label
+    under the pointer is shown."""
+    pg = page
+    node_id = pg.evaluate(GRAPH_JS)
+    painter = pg.locator(".tcig-painter").first
+    painter.wait_for(state="visible", timeout=30_000)
+    canvas = painter.locator("canvas.paint")
+    canvas.focus()
+    tool = lambda: pg.evaluate("(id) => app.graph.getNodeById(id).tcigPainter.tool", node_id)  # noqa: E731
+    for key, want in (("e", "eraser"), ("r", "rect"), ("o", "ellipse"), ("f", "fill"), ("b", "brush")):
+        pg.keyboard.press(key)
+        assert tool() == want, key
+        assert painter.locator(f"button[data-tool={want}]").get_attribute("class") == "on"
+    brush = lambda: pg.evaluate("(id) => app.graph.getNodeById(id).tcigPainter.brush", node_id)  # noqa: E731
+    size = brush()
+    pg.keyboard.press("]")
+    bigger = brush()
+    pg.keyboard.press("[")
+    assert bigger > size and brush() == size and painter.locator("input[title='Brush size (px)']").input_value() == str(size)
+    # a rectangle with the first label, then undo / redo by keyboard
+    state = _painter_state(pg, node_id)
+    w, h = state["w"], state["h"]
+    pg.keyboard.press("r")
+    box = canvas.bounding_box()
+    _drag(pg, box, w, h, [(w // 4, h // 4), (w // 2, h // 2)])
+    painted = _painter_state(pg, node_id)["data"]
+    assert painted != state["data"]
+    pg.keyboard.press("Control+z")
+    assert _painter_state(pg, node_id)["data"] == state["data"]
+    pg.keyboard.press("Control+Shift+z")
+    assert _painter_state(pg, node_id)["data"] == painted
+    # hover: the label under the pointer, and the brush outline at the brush's size on screen
+    pg.keyboard.press("b")
+    x, y = w // 3, h // 3
+    pg.mouse.move(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
+    label = _painter_state(pg, node_id)["labels"][painted[y * w + x] - 1]["name"]
+    assert painter.locator("[data-hover]").text_content().endswith(label)
+    outline = painter.locator(".brush-outline")
+    assert outline.is_visible()
+    ob = outline.bounding_box()
+    assert abs(ob["width"] - brush() * box["width"] / w) < 3, (ob, brush())
+    assert not _errors(pg), "\n".join(_errors(pg))

@@ -9,21 +9,29 @@ import {
 } from "./painter_core.js";
 
 const TYPE = "TCIG_PAINTING";
-const TOOLS = [["brush", "Brush"], ["eraser", "Eraser"], ["rect", "Rectangle"], ["ellipse", "Ellipse"], ["fill", "Fill"]];
+// [id, label, shortcut key]; the keys work while the canvas has focus (click it), as do [ ] (brush size)
+// and Ctrl+Z / Ctrl+Shift+Z (undo / redo of the painting, not of the graph)
+const TOOLS = [["brush", "Brush", "b"], ["eraser", "Eraser", "e"], ["rect", "Rect", "r"], ["ellipse", "Ellipse", "o"], ["fill", "Fill", "f"]];
+// the frontend's theme variables (light and dark palettes set them), with dark fallbacks
 const STYLE = `
 .tcig-painter { display:flex; flex-direction:column; gap:4px; font:12px sans-serif; color:var(--input-text,#ddd); width:100%; box-sizing:border-box; }
 .tcig-painter .row { display:flex; flex-wrap:wrap; gap:3px; align-items:center; }
-.tcig-painter button { font:inherit; padding:1px 6px; background:var(--comfy-input-bg,#333); color:inherit; border:1px solid #555; border-radius:3px; cursor:pointer; }
-.tcig-painter button.on { border-color:#4af; background:#245; }
-.tcig-painter input[type=number] { width:52px; font:inherit; background:var(--comfy-input-bg,#222); color:inherit; border:1px solid #555; }
-.tcig-painter input[type=text] { width:110px; font:inherit; background:var(--comfy-input-bg,#222); color:inherit; border:1px solid #555; }
+.tcig-painter button { font:inherit; padding:2px 7px; background:var(--comfy-input-bg,#222); color:var(--input-text,#ddd); border:1px solid var(--border-color,#4e4e4e); border-radius:4px; cursor:pointer; }
+.tcig-painter button:hover { background:var(--comfy-menu-bg,#353535); }
+.tcig-painter button.on { border-color:var(--p-primary-color,#4a9eff); box-shadow:inset 0 0 0 1px var(--p-primary-color,#4a9eff); }
+.tcig-painter button kbd { font:inherit; font-size:10px; opacity:0.6; margin-left:3px; }
+.tcig-painter input[type=number], .tcig-painter input[type=text] { font:inherit; background:var(--comfy-input-bg,#222); color:var(--input-text,#ddd); border:1px solid var(--border-color,#4e4e4e); border-radius:4px; padding:1px 3px; }
+.tcig-painter input[type=number] { width:52px; }
+.tcig-painter input[type=text] { width:110px; }
 .tcig-painter input[type=color] { width:24px; height:18px; padding:0; border:none; background:none; }
-.tcig-painter .label-row.active input[type=text] { border-color:#4af; }
-.tcig-painter .warn { color:#f88; font-size:11px; }
-.tcig-painter .note { color:#aaa; font-size:11px; }
-.tcig-painter .stage { position:relative; align-self:center; background:repeating-conic-gradient(#444 0% 25%, #333 0% 50%) 50% / 16px 16px; }
+.tcig-painter .label-row.active input[type=text] { border-color:var(--p-primary-color,#4a9eff); }
+.tcig-painter .warn { color:var(--error-text,#ff6b6b); font-size:11px; }
+.tcig-painter .note { color:var(--descrip-text,#999); font-size:11px; }
+.tcig-painter .stage { position:relative; align-self:center; overflow:hidden; background:repeating-conic-gradient(var(--comfy-menu-bg,#353535) 0% 25%, var(--comfy-input-bg,#222) 0% 50%) 50% / 16px 16px; }
 .tcig-painter .stage img, .tcig-painter .stage canvas { position:absolute; left:0; top:0; width:100%; height:100%; image-rendering:pixelated; }
-.tcig-painter .stage canvas.paint { cursor:crosshair; touch-action:none; }
+.tcig-painter .stage canvas.paint { cursor:crosshair; touch-action:none; outline:none; }
+.tcig-painter .stage canvas.paint:focus { box-shadow:0 0 0 1px var(--p-primary-color,#4a9eff); }
+.tcig-painter .stage .brush-outline { position:absolute; border:1px solid #fff; outline:1px solid #000; border-radius:50%; pointer-events:none; display:none; }
 `;
 
 let knownLabels = null; // {segmenters: [...]} from the server, fetched once per page
@@ -120,13 +128,14 @@ class Painter {
   build() {
     const style = el("style");
     style.textContent = STYLE;
-    this.toolButtons = TOOLS.map(([id, text]) => el("button", { "data-tool": id, title: text, onclick: () => this.setTool(id) }, text));
+    this.toolButtons = TOOLS.map(([id, text, key]) =>
+      el("button", { "data-tool": id, title: `${text} (${key.toUpperCase()})`, onclick: () => this.setTool(id) }, text, el("kbd", {}, key.toUpperCase())));
     this.brushInput = el("input", { type: "number", min: 1, max: 512, value: this.brush, title: "Brush size (px)",
-      onchange: (e) => (this.brush = Math.max(1, Math.min(512, +e.target.value || 1))) });
+      onchange: (e) => this.setBrush(+e.target.value || 1) });
     const tools = el("div", { class: "row" }, ...this.toolButtons, "size", this.brushInput);
     const actions = el("div", { class: "row" },
-      el("button", { "data-action": "undo", onclick: () => this.undo() }, "Undo"),
-      el("button", { "data-action": "redo", onclick: () => this.redo() }, "Redo"),
+      el("button", { "data-action": "undo", title: "Undo (Ctrl+Z on the canvas)", onclick: () => this.undo() }, "Undo"),
+      el("button", { "data-action": "redo", title: "Redo (Ctrl+Shift+Z on the canvas)", onclick: () => this.redo() }, "Redo"),
       el("button", { "data-action": "clear", onclick: () => this.edit(() => this.map.data.fill(0)) }, "Clear"),
       el("button", { "data-action": "fit", title: "Zoom to fit the node", onclick: () => this.fit() }, "Fit"));
     this.wInput = el("input", { type: "number", min: 1, max: MAX_SIDE, title: "Width (px)" });
@@ -150,9 +159,12 @@ class Painter {
     this.error = el("div", { class: "warn" });
     this.bg = el("img", { alt: "" });
     this.bg.style.display = "none";
-    this.paint = el("canvas", { class: "paint" });
-    this.stage = el("div", { class: "stage" }, this.bg, this.paint);
-    this.root.append(style, tools, actions, size, this.offerRow, this.bgRow, this.table, el("div", { class: "row" }, add), this.datalist, this.error, this.stage);
+    this.paint = el("canvas", { class: "paint", tabindex: "0", title: "Click to focus: B E R O F tools, [ ] brush size, Ctrl+Z / Ctrl+Shift+Z" });
+    this.outline = el("div", { class: "brush-outline" });
+    this.stage = el("div", { class: "stage" }, this.bg, this.paint, this.outline);
+    this.hoverNote = el("span", { class: "note", "data-hover": "" });
+    this.root.append(style, tools, actions, size, this.offerRow, this.bgRow, this.table, el("div", { class: "row" }, add, this.hoverNote),
+      this.datalist, this.error, this.stage);
     this.listen();
     this.setTool("brush");
     segmenterLabels().then((info) => this.fillCompletions(info));
@@ -318,6 +330,43 @@ class Painter {
     });
   }
 
+  // the brush's outline and the label under the pointer
+  hover(ev) {
+    const [x, y] = this.toMap(ev);
+    const r = this.paint.getBoundingClientRect();
+    const scale = r.width / this.map.width;
+    const round = this.tool === "brush" || this.tool === "eraser";
+    if (round) {
+      const d = this.brush * scale;
+      Object.assign(this.outline.style, { display: "block", width: `${d}px`, height: `${d}px`,
+        left: `${ev.clientX - r.left - d / 2}px`, top: `${ev.clientY - r.top - d / 2}px` });
+    } else this.outline.style.display = "none";
+    const px = Math.floor(x), py = Math.floor(y);
+    if (px < 0 || py < 0 || px >= this.map.width || py >= this.map.height) return;
+    const k = this.map.data[py * this.map.width + px];
+    this.hoverNote.textContent = `${px},${py}: ${k ? this.labels[k - 1].name : "unpainted"}`;
+  }
+
+  key(ev) {
+    const k = ev.key.toLowerCase();
+    let done = true;
+    if ((ev.ctrlKey || ev.metaKey) && k === "z") ev.shiftKey ? this.redo() : this.undo();
+    else if ((ev.ctrlKey || ev.metaKey) && k === "y") this.redo();
+    else if (ev.ctrlKey || ev.metaKey || ev.altKey) done = false;
+    else if (TOOLS.some((t) => t[2] === k)) this.setTool(TOOLS.find((t) => t[2] === k)[0]);
+    else if (k === "[" || k === "]") this.setBrush(this.brush + (k === "]" ? 1 : -1) * Math.max(1, Math.round(this.brush / 8)));
+    else done = false;
+    if (done) {
+      ev.preventDefault();
+      ev.stopPropagation(); // the graph's own shortcuts (its undo, node search) stay out of the painting
+    }
+  }
+
+  setBrush(size) {
+    this.brush = Math.max(1, Math.min(512, Math.round(size)));
+    this.brushInput.value = this.brush;
+  }
+
   showBackground(url) {
     this.bg.src = url;
     this.bg.style.display = "";
@@ -337,6 +386,7 @@ class Painter {
       if (ev.button !== 0) return;
       ev.preventDefault();
       ev.stopPropagation();
+      this.paint.focus({ preventScroll: true });
       this.paint.setPointerCapture(ev.pointerId);
       const [x, y] = this.toMap(ev);
       if (this.tool === "fill") {
@@ -352,6 +402,7 @@ class Painter {
       }
     });
     this.paint.addEventListener("pointermove", (ev) => {
+      this.hover(ev);
       if (!start) return;
       ev.preventDefault();
       ev.stopPropagation();
@@ -375,6 +426,11 @@ class Painter {
     };
     this.paint.addEventListener("pointerup", end);
     this.paint.addEventListener("pointercancel", end);
+    this.paint.addEventListener("pointerleave", () => {
+      this.outline.style.display = "none";
+      this.hoverNote.textContent = "";
+    });
+    this.paint.addEventListener("keydown", (ev) => this.key(ev));
     // keep the canvas's gestures away from the graph (no node drag or canvas pan while painting)
     for (const type of ["mousedown", "wheel", "contextmenu"]) this.stage.addEventListener(type, (ev) => ev.stopPropagation());
   }
