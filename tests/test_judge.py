@@ -78,3 +78,15 @@ def test_cli_reports_the_judge_and_refuses_a_guide_as_judge(tiny, tmp_path):
     assert "judge" in out.stdout and "oracle" in out.stdout and "by the guide" in out.stdout
     bad = cli("--judge", tiny["segmenters"][0])
     assert bad.returncode == 2 and "a judge must be a segmenter that did not steer" in bad.stderr
+
+
+def test_seg_jitter_is_seeded_and_checked(models):
+    """The guides' random shift: the same seed gives the same image, it changes the run, bad values are refused."""
+    from tcig_ops.errors import TCIGInputError
+
+    layout = region_layout("road", 32)
+    kw = dict(width=32, height=32, iterations=6, levels=None, layout_start_steps=0, seed=2)
+    runs = [run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], Stage1Settings(seg_jitter=j, **kw)) for j in (0.1, 0.1, 0.0)]
+    assert torch.equal(runs[0].image, runs[1].image) and not torch.equal(runs[0].image, runs[2].image)
+    with pytest.raises(TCIGInputError, match="seg_jitter"):
+        Stage1Settings(seg_jitter=0.5).validate(1)

@@ -305,6 +305,10 @@ def test_browser_painter_imports_a_connected_layout_undoably(page, server, tmp_p
     want_map, want_names, _ = decode_painting(offered)
     assert (now["w"], now["h"]) == (96, 72) and got_names == want_names and np.array_equal(got_map, want_map)
     assert set(want_names) == {"sky", "mountain", "water"}
+    shot = tmp_path / "layout_from_image.png"
+    pg.screenshot(path=str(shot), clip={"x": 0, "y": 0, "width": 1180, "height": 820})
+    if os.environ.get("TCIG_README_SCREENSHOT"):
+        shutil.copy(shot, ROOT / "docs" / "layout_from_image.png")
     painter.locator("button[data-action=undo]").click()
     assert _painter_state(pg, node_id)["value"] == old["value"]
     painter.locator("button[data-action=redo]").click()
@@ -360,4 +364,42 @@ def test_browser_painter_shortcuts_outline_and_hover_label(page, server):
     assert outline.is_visible()
     ob = outline.bounding_box()
     assert abs(ob["width"] - brush() * box["width"] / w) < 3, (ob, brush())
+    assert not _errors(pg), "\n".join(_errors(pg))
+
+
+def test_browser_seg_controlnet_workflow_loads_and_runs(page, server, tmp_path):
+    """The shipped seg-ControlNet workflow loads in the browser and, pointed at the tiny models, queues
+    and runs from there; its seg map (TCIG Layout to Seg Map) is saved in the ADE20K colours."""
+    from test_e2e_comfyui import TINY_NAMES
+
+    pg = page
+    wf = json.loads((ROOT / "workflows" / "tcig_two_stage_controlnet_seg.json").read_text())
+    tiny = {
+        "TCIGVQGANLoader": "tiny-vqgan.ckpt",
+        "TCIGCLIPLoader": "tiny-clip.safetensors",
+        "CheckpointLoaderSimple": "tiny_sd15.safetensors",
+        "ControlNetLoader": "tiny_seg_controlnet.safetensors",
+    }
+    for n in wf["nodes"]:
+        if n["type"] in tiny:
+            n["widgets_values"][0] = tiny[n["type"]]
+        elif n["type"] == "TCIGSegmenterLoader":
+            n["widgets_values"][0] = TINY_NAMES[n["widgets_values"][0]]
+        elif n["type"] == "TCIGStage1":
+            n["widgets_values"][1:4] = [64, 64, 5]  # width, height, iterations
+        elif n["type"] == "KSampler":
+            n["widgets_values"][2] = 2  # steps
+    pg.evaluate("(wf) => app.loadGraphData(wf)", wf)
+    pg.locator(".tcig-painter").first.wait_for(state="visible", timeout=30_000)
+    shot = tmp_path / "controlnet_seg_workflow.png"
+    pg.evaluate("() => { app.canvas.ds.scale = 0.45; app.canvas.ds.offset = [10, 10]; app.canvas.setDirty(true, true); }")
+    pg.screenshot(path=str(shot))
+    if os.environ.get("TCIG_README_SCREENSHOT"):
+        shutil.copy(shot, ROOT / "docs" / "controlnet_seg_workflow.png")
+    before = set(server.get("/history"))
+    pg.evaluate("() => app.queuePrompt(0)")
+    hist = _wait_history(server, before)
+    assert hist["status"]["status_str"] == "success", hist["status"]
+    seg_maps = [im for out in hist["outputs"].values() for im in out.get("images", []) if im["filename"].startswith("seg_map")]
+    assert len(seg_maps) == 1
     assert not _errors(pg), "\n".join(_errors(pg))

@@ -53,13 +53,22 @@ class LevelObjective:
         fulls = []
         for b in self.bound:
             if b.guide.weight > 0:
-                fulls.append(b.probabilities(image))  # (1, K, H, W)
+                fulls.append(self._guided_probabilities(b, image))  # (1, K, H, W)
             elif check:
                 with torch.no_grad():
                     fulls.append(b.probabilities(image))
             else:
                 fulls.append(None)
         return terms, fulls
+
+    def _guided_probabilities(self, b, image: torch.Tensor) -> torch.Tensor:
+        """The guide's probabilities of the image, read at a random shift when ``seg_jitter`` asks for it."""
+        j = self.settings.seg_jitter
+        H, W = image.shape[-2:]
+        dy, dx = (int(torch.randint(-m, m + 1, ())) if m else 0 for m in (round(j * H), round(j * W)))
+        if dy == 0 and dx == 0:
+            return b.probabilities(image)
+        return _shift(b.probabilities(_shift(image, dy, dx)), -dy, -dx)
 
     def loss(self, terms: dict, fulls: list, z: torch.Tensor, image: torch.Tensor, measure_norms: bool) -> tuple[torch.Tensor, ...]:
         """The weighted sum in fp32 (small MSE differences vanish in bf16) and the same sum without the
@@ -117,3 +126,11 @@ class TermScales:
             return 1.0
         floor = torch.stack(list(self.norms.values())).max() * 1e-3
         return 1.0 / torch.maximum(n, floor).clamp_min(1e-12)
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(B, C, H, W) moved by (dy, dx) pixels, the uncovered border replicated."""
+    H, W = x.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    padded = torch.nn.functional.pad(x, (p, p, p, p), mode="replicate")
+    return padded[..., p - dy : p - dy + H, p - dx : p - dx + W]
