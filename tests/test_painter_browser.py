@@ -330,7 +330,7 @@ def test_browser_painter_shortcuts_outline_and_hover_label(page, server):
     painter = pg.locator(".tcig-painter").first
     painter.wait_for(state="visible", timeout=30_000)
     canvas = painter.locator("canvas.paint")
-    canvas.focus()
+    canvas.click(position={"x": 2, "y": 2})  # a click focuses the painter's keys (and paints a dot)
     tool = lambda: pg.evaluate("(id) => app.graph.getNodeById(id).tcigPainter.tool", node_id)  # noqa: E731
     for key, want in (("e", "eraser"), ("r", "rect"), ("o", "ellipse"), ("f", "fill"), ("b", "brush")):
         pg.keyboard.press(key)
@@ -391,15 +391,27 @@ def test_browser_seg_controlnet_workflow_loads_and_runs(page, server, tmp_path):
             n["widgets_values"][2] = 2  # steps
     pg.evaluate("(wf) => app.loadGraphData(wf)", wf)
     pg.locator(".tcig-painter").first.wait_for(state="visible", timeout=30_000)
-    shot = tmp_path / "controlnet_seg_workflow.png"
-    pg.evaluate("() => { app.canvas.ds.scale = 0.45; app.canvas.ds.offset = [10, 10]; app.canvas.setDirty(true, true); }")
-    pg.screenshot(path=str(shot))
-    if os.environ.get("TCIG_README_SCREENSHOT"):
-        shutil.copy(shot, ROOT / "docs" / "controlnet_seg_workflow.png")
     before = set(server.get("/history"))
     pg.evaluate("() => app.queuePrompt(0)")
     hist = _wait_history(server, before)
     assert hist["status"]["status_str"] == "success", hist["status"]
     seg_maps = [im for out in hist["outputs"].values() for im in out.get("images", []) if im["filename"].startswith("seg_map")]
     assert len(seg_maps) == 1
+    # the seg map in use: Layout to Seg Map -> ControlNet Apply, with the saved map shown
+    pg.evaluate("""() => {
+      const find = (t, pred = () => true) => app.graph.nodes.find((x) => x.type === t && pred(x));
+      const prefix = (x) => (x.widgets?.find((w) => w.name === "filename_prefix")?.value ?? "").includes("seg_map");
+      find("TCIGLayoutPainter").pos = [0, 0];
+      find("TCIGLayoutToSegMap").pos = [480, 0];
+      find("ControlNetApplyAdvanced").pos = [480, 200];
+      find("SaveImage", prefix).pos = [840, 0];
+      app.canvas.ds.scale = 0.8;
+      app.canvas.ds.offset = [20, 70];
+      app.canvas.setDirty(true, true);
+    }""")
+    pg.wait_for_timeout(1500)
+    shot = tmp_path / "controlnet_seg_workflow.png"
+    pg.screenshot(path=str(shot), clip={"x": 0, "y": 0, "width": 1300, "height": 800})
+    if os.environ.get("TCIG_README_SCREENSHOT"):
+        shutil.copy(shot, ROOT / "docs" / "controlnet_seg_workflow.png")
     assert not _errors(pg), "\n".join(_errors(pg))

@@ -29,8 +29,9 @@ const STYLE = `
 .tcig-painter .note { color:var(--descrip-text,#999); font-size:11px; }
 .tcig-painter .stage { position:relative; align-self:center; overflow:hidden; background:repeating-conic-gradient(var(--comfy-menu-bg,#353535) 0% 25%, var(--comfy-input-bg,#222) 0% 50%) 50% / 16px 16px; }
 .tcig-painter .stage img, .tcig-painter .stage canvas { position:absolute; left:0; top:0; width:100%; height:100%; image-rendering:pixelated; }
-.tcig-painter .stage canvas.paint { cursor:crosshair; touch-action:none; outline:none; }
-.tcig-painter .stage canvas.paint:focus { box-shadow:0 0 0 1px var(--p-primary-color,#4a9eff); }
+.tcig-painter .stage canvas.paint { cursor:crosshair; touch-action:none; }
+.tcig-painter .stage:focus-within { box-shadow:0 0 0 1px var(--p-primary-color,#4a9eff); }
+.tcig-painter .stage input.key-sink { position:absolute; left:0; top:0; width:1px; height:1px; opacity:0; pointer-events:none; border:0; padding:0; }
 .tcig-painter .stage .brush-outline { position:absolute; border:1px solid #fff; outline:1px solid #000; border-radius:50%; pointer-events:none; display:none; }
 `;
 
@@ -159,9 +160,12 @@ class Painter {
     this.error = el("div", { class: "warn" });
     this.bg = el("img", { alt: "" });
     this.bg.style.display = "none";
-    this.paint = el("canvas", { class: "paint", tabindex: "0", title: "Click to focus: B E R O F tools, [ ] brush size, Ctrl+Z / Ctrl+Shift+Z" });
+    this.paint = el("canvas", { class: "paint", title: "Click to focus: B E R O F tools, [ ] brush size, Ctrl+Z / Ctrl+Shift+Z" });
     this.outline = el("div", { class: "brush-outline" });
-    this.stage = el("div", { class: "stage" }, this.bg, this.paint, this.outline);
+    // the keys go to a hidden read-only input that a click on the canvas focuses: ComfyUI's own undo
+    // (a capture listener on the window) leaves key presses in inputs alone, so Ctrl+Z undoes the painting
+    this.keySink = el("input", { class: "key-sink", readonly: "", tabindex: "-1", "aria-label": "Layout Painter shortcuts" });
+    this.stage = el("div", { class: "stage" }, this.bg, this.paint, this.outline, this.keySink);
     this.hoverNote = el("span", { class: "note", "data-hover": "" });
     this.root.append(style, tools, actions, size, this.offerRow, this.bgRow, this.table, el("div", { class: "row" }, add, this.hoverNote),
       this.datalist, this.error, this.stage);
@@ -386,7 +390,7 @@ class Painter {
       if (ev.button !== 0) return;
       ev.preventDefault();
       ev.stopPropagation();
-      this.paint.focus({ preventScroll: true });
+      this.keySink.focus({ preventScroll: true });
       this.paint.setPointerCapture(ev.pointerId);
       const [x, y] = this.toMap(ev);
       if (this.tool === "fill") {
@@ -430,7 +434,7 @@ class Painter {
       this.outline.style.display = "none";
       this.hoverNote.textContent = "";
     });
-    this.paint.addEventListener("keydown", (ev) => this.key(ev));
+    this.keySink.addEventListener("keydown", (ev) => this.key(ev));
     // keep the canvas's gestures away from the graph (no node drag or canvas pan while painting)
     for (const type of ["mousedown", "wheel", "contextmenu"]) this.stage.addEventListener(type, (ev) => ev.stopPropagation());
   }
