@@ -43,28 +43,33 @@ def components(classes: torch.Tensor) -> torch.Tensor:
 
 def merge_small_regions(classes: torch.Tensor, min_share: float) -> torch.Tensor:
     """Every 4-connected region smaller than ``min_share`` of the image takes the class of its largest
-    neighbouring region, smallest first (a merged region grows its neighbour). Returns a new map."""
+    neighbouring region. Vectorised in rounds (a noisy map has thousands of specks): in each round a
+    small region merges when its largest neighbour is larger than itself (ties by id), so two small
+    neighbours never swap, the smallest region can always merge, and the rounds end. Returns a new map."""
     classes = classes.clone()
     if min_share <= 0:
         return classes
     h, w = classes.shape
-    limit = min_share * h * w
-    ids = components(classes)
-    flat_ids = ids.flatten()
-    roots, area = torch.unique(flat_ids, return_counts=True)
-    size = dict(zip(roots.tolist(), area.tolist()))
-    for root in sorted((r for r, a in size.items() if a < limit), key=lambda r: size[r]):
-        if size.get(root, 0) == 0 or size[root] >= limit:
-            continue
-        mask = ids == root
-        ring = F.max_pool2d(mask[None, None].float(), 3, 1, 1)[0, 0].bool() & ~mask
-        neighbours = ids[ring].unique().tolist()
-        if not neighbours:  # the whole image
-            continue
-        best = max(neighbours, key=lambda r: size.get(r, 0))
-        classes[mask] = classes.flatten()[best]
-        ids[mask] = best
-        size[best] += size.pop(root)
+    n, limit = h * w, min_share * h * w
+    for _ in range(n):
+        ids = components(classes)
+        flat, cls = ids.flatten(), classes.flatten()
+        area = torch.bincount(flat, minlength=n)
+        pairs = [(ids[:, :-1], ids[:, 1:]), (ids[:, 1:], ids[:, :-1]), (ids[:-1, :], ids[1:, :]), (ids[1:, :], ids[:-1, :])]
+        src = torch.cat([a.flatten() for a, _ in pairs])
+        nb = torch.cat([b.flatten() for _, b in pairs])
+        keep = (src != nb) & (area[src] < limit)
+        src, nb = src[keep], nb[keep]
+        if src.numel() == 0:
+            return classes  # no small region touches another region
+        best = torch.full((n,), -1, dtype=torch.long).scatter_reduce(0, src, area[nb] * n + nb, reduce="amax")
+        roots = torch.unique(src)
+        target = best[roots] % n
+        ok = (area[target] > area[roots]) | ((area[target] == area[roots]) & (target > roots))
+        roots, target = roots[ok], target[ok]
+        new_root = torch.arange(n)
+        new_root[roots] = target
+        classes = cls[new_root[flat]].view(h, w)
     return classes
 
 
