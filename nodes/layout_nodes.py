@@ -91,7 +91,14 @@ class TCIGLayoutToSegMap(io.ComfyNode):
             "Labels are matched to the palette's class names with synonyms (e.g. 'lake', 'sea', 'edifice').",
             inputs=[
                 LAYOUT.Input("layout"),
-                io.Combo.Input("palette", options=list(PALETTES), default=next(iter(PALETTES)), optional=True),
+                io.Combo.Input(
+                    "palette",
+                    options=list(PALETTES),
+                    default=next(iter(PALETTES)),
+                    optional=True,
+                    tooltip="ADE20K: the palette seg ControlNets were trained on. COCO panoptic: the colours of ControlNet 1.1's "
+                    "COCO annotator (OneFormer COCO), for models trained on such maps.",
+                ),
                 io.Combo.Input(
                     "unknown",
                     options=list(UNKNOWN_MODES),

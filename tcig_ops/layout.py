@@ -292,22 +292,27 @@ def _normalise(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", name.strip().lower())
 
 
-def match_labels(wanted: list[str], vocabulary: list[str], owner: str) -> list[int]:
-    """Index in ``vocabulary`` of each wanted label.
+def lookup_labels(wanted: list[str], vocabulary: list[str]) -> list[int | None]:
+    """Index in ``vocabulary`` of each wanted label, or None where it has none.
 
     Matching ignores case and ``_``/``-``/spaces, and accepts any synonym of an
     entry written ``"building;edifice"`` or ``"building, edifice"`` (ADE20K style).
+    Every place that matches labels to class names (segmenters, palettes, kept labels) uses it.
     """
     lookup = _lookup(vocabulary)
-    out = []
-    for label in wanted:
-        key = _normalise(label)
-        if key not in lookup:
-            close = close_matches(label, vocabulary, lookup)
+    return [lookup.get(_normalise(label)) for label in wanted]
+
+
+def match_labels(wanted: list[str], vocabulary: list[str], owner: str) -> list[int]:
+    """Index in ``vocabulary`` of each wanted label (``lookup_labels``); an unknown one is an
+    error naming the segmenter and close matches."""
+    found = lookup_labels(wanted, vocabulary)
+    for label, k in zip(wanted, found):
+        if k is None:
+            close = close_matches(label, vocabulary)
             hint = f"; close matches: {close}" if close else f"; it knows e.g. {vocabulary[:8]}"
             raise TCIGInputError(f"label {label!r} is not in the vocabulary of segmenter {owner!r}{hint}")
-        out.append(lookup[key])
-    return out
+    return found
 
 
 def _lookup(vocabulary: list[str]) -> dict[str, int]:
@@ -321,7 +326,7 @@ def _lookup(vocabulary: list[str]) -> dict[str, int]:
 
 def knows_label(label: str, vocabulary: list[str]) -> bool:
     """Whether ``match_labels`` would accept ``label`` for this vocabulary."""
-    return _normalise(label) in _lookup(vocabulary)
+    return lookup_labels([label], vocabulary)[0] is not None
 
 
 def close_matches(label: str, vocabulary: list[str], lookup: dict[str, int] | None = None) -> list[str]:

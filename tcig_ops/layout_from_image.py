@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import TCIGInputError
-from .layout import Layout, _lookup, _normalise, close_matches, layout_from_index_map
+from .layout import Layout, close_matches, layout_from_index_map, lookup_labels
 
 IGNORED = -1
 
@@ -106,12 +106,12 @@ def layout_from_image(
         vocab = segmenter.labels
         channels = list(range(len(vocab)))
         if keep:
-            lookup = _lookup(vocab)
-            missing = [k for k in keep if _normalise(k) not in lookup]
+            found = lookup_labels(keep, vocab)
+            missing = [k for k, c in zip(keep, found) if c is None]
             if missing:
-                hints = {k: close_matches(k, vocab, lookup) for k in missing}
+                hints = {k: close_matches(k, vocab) for k in missing}
                 raise TCIGInputError(f"keep_labels: {missing} are not classes of {segmenter.name} (close: {hints})")
-            channels = list(dict.fromkeys(lookup[_normalise(k)] for k in keep))
+            channels = list(dict.fromkeys(found))
         with torch.no_grad():
             scores = segmenter.scores(image, work)[0, channels]
         classes = torch.tensor(channels)[scores.argmax(0).cpu()]

@@ -1,13 +1,15 @@
 """Layouts as the colour maps that segmentation ControlNets take.
 
 A segmentation ControlNet (``control_v11p_sd15_seg``, the SDXL seg ControlNets) was trained on
-class maps drawn in one fixed palette: ADE20K's 150 SceneParse classes in the colours of the ADE20K
-annotators. The values below are that palette, class by class in ADE20K's order, as published by
-MMSegmentation (``mmseg/datasets/ade.py``, ``ADE20KDataset.METAINFO["palette"]``; ControlNet's
-annotator draws its seg maps with the same table). Class names are MMSegmentation's; the extra
-names after a comma are synonyms (from ADE20K's objectInfo150 names and everyday words) that the
-layout label matcher accepts, as it does for a segmenter's vocabulary. Note that ADE20K itself gives
-"road" and "skyscraper" the same colour.
+class maps drawn in one fixed palette. The main one is ADE20K's 150 SceneParse classes in the
+colours of the ADE20K annotators: the values below are that palette, class by class in ADE20K's
+order, as published by MMSegmentation (``mmseg/datasets/ade.py``,
+``ADE20KDataset.METAINFO["palette"]``; ControlNet's annotator draws its seg maps with the same
+table). ControlNet 1.1's seg model was also shown COCO maps, drawn in COCO panoptic's palette
+(``COCO panoptic (133 classes)``, sourced below). Class names are the sources'; the extra names after
+a comma are synonyms (ADE20K's objectInfo150 names and everyday words) that the layout label matcher
+accepts, as it does for a segmenter's vocabulary. Note that ADE20K itself gives "road" and
+"skyscraper" the same colour.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .errors import TCIGInputError
-from .layout import Layout, _lookup, _normalise, close_matches
+from .layout import Layout, close_matches, lookup_labels
 
 # colour, then the class name and its synonyms (ADE20K order: index 0 is "wall")
 _ADE20K = """
@@ -172,6 +174,150 @@ _ADE20K = """
 """
 
 
+# colour, then the class name and its synonyms (COCO panoptic order: 80 things, then 53 stuff classes).
+# The values are COCO's panoptic categories as detectron2 lists them (``detectron2/data/datasets/
+# builtin_meta.py``, ``COCO_CATEGORIES``, taken there from cocodataset/panopticapi's
+# ``panoptic_coco_categories.json``). ControlNet 1.1's COCO seg annotator (OneFormer trained on COCO
+# panoptic) draws its maps with exactly these ``stuff_colors``, one flat colour per class. It is
+# COCO-Stuff's vocabulary with some stuff classes merged (the ``-merged`` names), not the 171-class
+# COCO-Stuff table of MMSegmentation, whose colours are not one per class.
+_COCO_PANOPTIC = """
+    #dc143c person, people, human
+    #770b20 bicycle
+    #00008e car
+    #0000e6 motorcycle, motorbike
+    #6a00e4 airplane, aeroplane, plane
+    #003c64 bus
+    #005064 train
+    #000046 truck
+    #0000c0 boat
+    #faaa1e traffic light
+    #64aa1e fire hydrant
+    #dcdc00 stop sign
+    #af74af parking meter
+    #fa001e bench
+    #a52a2a bird
+    #ff4dff cat
+    #00e2fc dog
+    #b6b6ff horse
+    #005200 sheep
+    #78a69d cow
+    #6e4c00 elephant
+    #ae39ff bear
+    #c76400 zebra
+    #480076 giraffe
+    #ffb3f0 backpack
+    #007d5c umbrella
+    #d10097 handbag
+    #bcd0b6 tie
+    #00dcb0 suitcase
+    #ff63a4 frisbee
+    #5c0049 skis
+    #8581ff snowboard
+    #4eb4ff sports ball, ball
+    #00e400 kite
+    #aefff3 baseball bat
+    #2d59ff baseball glove
+    #868667 skateboard
+    #9194ae surfboard
+    #ffd0ba tennis racket
+    #c5e2ff bottle
+    #ab8601 wine glass
+    #6d3f36 cup
+    #cf8aff fork
+    #97005f knife
+    #09503d spoon
+    #546933 bowl
+    #4a4169 banana
+    #a6c466 apple
+    #d0c3d2 sandwich
+    #ff6d41 orange
+    #008f95 broccoli
+    #b300c2 carrot
+    #d1636a hot dog
+    #057900 pizza
+    #e3ffcd donut
+    #93bad0 cake
+    #994501 chair
+    #035fa1 couch, sofa
+    #a3ff00 potted plant, plant, houseplant
+    #7700aa bed
+    #00b6c7 dining table, table
+    #00a578 toilet
+    #b78258 tv, television, tv monitor
+    #5f2000 laptop
+    #827287 mouse
+    #6e8185 remote
+    #a64a76 keyboard
+    #db8eb9 cell phone, mobile phone, phone
+    #4fd272 microwave
+    #b25a3e oven
+    #41460f toaster
+    #7fa773 sink
+    #3b696a refrigerator
+    #8e6c2d book
+    #c4ac00 clock
+    #5f3650 vase
+    #804cff scissors
+    #c93901 teddy bear, teddy
+    #f6007a hair drier, hair dryer
+    #bfa2d0 toothbrush
+    #ffff80 banner
+    #93d3cb blanket
+    #966464 bridge
+    #a8abac cardboard
+    #9270c6 counter
+    #d2aa64 curtain
+    #5c8859 door-stuff, door
+    #da58b8 floor-wood, wooden floor
+    #f18100 flower
+    #d911ff fruit
+    #7c4ab5 gravel
+    #464646 house, home
+    #ffe4ff light
+    #9ad000 mirror-stuff, mirror
+    #c1005c net
+    #4c5b71 pillow
+    #ffb4c3 platform
+    #6a9ab0 playingfield, playing field, field
+    #e6968c railroad, railway, rail
+    #3c8fff river
+    #804080 road
+    #5c5237 roof
+    #fed47c sand
+    #494dae sea, ocean
+    #ffa062 shelf
+    #ffffff snow
+    #68546d stairs, steps, staircase
+    #a9a483 tent
+    #e1c7ff towel
+    #89364a wall-brick
+    #879edf wall-stone
+    #07f6e7 wall-tile
+    #6bffc8 wall-wood
+    #3a2995 water-other, water, lake, pond
+    #b7798e window-blind, blind
+    #ff4961 window-other, window, windowpane
+    #6b8e23 tree-merged, tree, trees, forest
+    #be9999 fence-merged, fence
+    #928b8d ceiling-merged, ceiling
+    #4682b4 sky-other-merged, sky
+    #86c79c cabinet-merged, cabinet
+    #d1e28c table-merged, desk
+    #60246c floor-other-merged, floor
+    #606060 pavement-merged, pavement, sidewalk
+    #40aa40 mountain-merged, mountain, hill
+    #98fb98 grass-merged, grass, lawn
+    #d0e5e4 dirt-merged, dirt, earth, ground
+    #cebaab paper-merged, paper
+    #98a140 food-other-merged, food
+    #747000 building-other-merged, building, edifice
+    #00728f rock-merged, rock, stone
+    #66669c wall-other-merged, wall
+    #fa8dff rug-merged, rug, carpet
+"""
+
+
 def _parse(table: str) -> tuple[list[str], list[tuple[int, int, int]]]:
     names, colours = [], []
     for line in table.strip().splitlines():
@@ -181,7 +327,7 @@ def _parse(table: str) -> tuple[list[str], list[tuple[int, int, int]]]:
     return names, colours
 
 
-PALETTES = {"ADE20K (150 classes)": _parse(_ADE20K)}
+PALETTES = {"ADE20K (150 classes)": _parse(_ADE20K), "COCO panoptic (133 classes)": _parse(_COCO_PANOPTIC)}
 UNKNOWN_MODES = ("error", "ignore")
 
 
@@ -194,12 +340,10 @@ def palette_colours(labels: list[str], palette: str = "ADE20K (150 classes)", un
     if unknown not in UNKNOWN_MODES:
         raise TCIGInputError(f"unknown: {unknown!r}; use one of {list(UNKNOWN_MODES)}")
     names, colours = PALETTES[palette]
-    lookup = _lookup(names)
     out = []
-    for label in labels:
-        k = lookup.get(_normalise(label))
+    for label, k in zip(labels, lookup_labels(labels, names)):
         if k is None and unknown == "error":
-            close = close_matches(label, names, lookup)
+            close = close_matches(label, names)
             hint = f" (close: {close})" if close else ""
             raise TCIGInputError(
                 f"layout label {label!r} is not a class of the {palette} palette{hint}; rename the label to one of its classes, "

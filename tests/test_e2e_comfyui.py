@@ -470,7 +470,7 @@ def test_region_negatives_reach_the_sampler(server):
 
 def test_layout_from_image_reads_a_photo_into_a_layout_and_a_seg_map(server):
     """Photo -> layout -> seg map in a real ComfyUI: the world's rendering of the demo layout, read by
-    the tiny SegFormer, comes back as sky / mountain / water, drawn in their ADE20K colours."""
+    the tiny SegFormer, comes back as sky / mountain / water, drawn in their ADE20K and COCO panoptic colours."""
     import numpy as np
     from PIL import Image
 
@@ -487,15 +487,23 @@ def test_layout_from_image_reads_a_photo_into_a_layout_and_a_seg_map(server):
         "3": {"class_type": "TCIGLayoutFromImage", "inputs": {"image": ["1", 0], "segmenter": ["2", 0], "min_region_share": 1.0}},
         "4": {"class_type": "TCIGLayoutToSegMap", "inputs": {"layout": ["3", 0]}},
         "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "TCIG/photo_seg_map"}},
+        "6": {"class_type": "TCIGLayoutToSegMap", "inputs": {"layout": ["3", 0], "palette": "COCO panoptic (133 classes)"}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "TCIG/photo_seg_map_coco"}},
     }
     hist = server.wait(server.queue(prompt))
     assert hist["status"]["status_str"] == "success", hist["status"]
     images, _ = _outputs(server, hist, prompt)
-    (path,) = [p for t, p in images if t == "SaveImage"]
-    seg = np.asarray(Image.open(path).convert("RGB"))
-    assert seg.shape == (96, 128, 3)
-    ade = {"sky": (6, 230, 230), "mountain": (143, 255, 140), "water": (61, 230, 250)}
+    paths = sorted(p for t, p in images if t == "SaveImage")
+    assert len(paths) == 2
     truth = layout.index_map().numpy()
-    for k, label in enumerate(layout.labels):
-        inside = (seg[truth == k] == np.array(ade[label])).all(-1).mean()
-        assert inside > 0.8, (label, inside)
+    palettes = {
+        "photo_seg_map_0": {"sky": (6, 230, 230), "mountain": (143, 255, 140), "water": (61, 230, 250)},  # ADE20K
+        "photo_seg_map_coco": {"sky": (70, 130, 180), "mountain": (64, 170, 64), "water": (58, 41, 149)},  # COCO panoptic
+    }
+    for prefix, colours in palettes.items():
+        (path,) = [p for p in paths if pathlib.Path(p).name.startswith(prefix)]
+        seg = np.asarray(Image.open(path).convert("RGB"))
+        assert seg.shape == (96, 128, 3)
+        for k, label in enumerate(layout.labels):
+            inside = (seg[truth == k] == np.array(colours[label])).all(-1).mean()
+            assert inside > 0.8, (prefix, label, inside)

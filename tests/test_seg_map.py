@@ -1,4 +1,4 @@
-"""Layouts drawn in the segmentation ControlNets' palette (ADE20K's 150 classes)."""
+"""Layouts drawn in the segmentation ControlNets' palettes (ADE20K's 150 classes, COCO panoptic's 133)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,38 @@ def test_seg_map_pixels_unknown_labels_and_ignore_mode():
         palette_colours(["skyy"])
     with pytest.raises(TCIGInputError, match="unknown"):
         palette_colours(["sky"], unknown="skip")
+
+
+COCO = "COCO panoptic (133 classes)"
+
+
+def test_coco_panoptic_entries_match_the_published_table():
+    # values as detectron2's COCO_CATEGORIES lists them (from panopticapi's panoptic_coco_categories.json)
+    published = {
+        0: ("person", (220, 20, 60)),
+        2: ("car", (0, 0, 142)),
+        79: ("toothbrush", (191, 162, 208)),
+        80: ("banner", (255, 255, 128)),
+        103: ("sea", (73, 77, 174)),
+        113: ("water-other", (58, 41, 149)),
+        116: ("tree-merged", (107, 142, 35)),
+        119: ("sky-other-merged", (70, 130, 180)),
+        132: ("rug-merged", (250, 141, 255)),
+    }
+    names, colours = PALETTES[COCO]
+    assert len(names) == len(colours) == len(set(colours)) == 133  # one colour per class
+    for i, (name, rgb) in published.items():
+        assert names[i].split(",")[0] == name and colours[i] == rgb, (i, names[i], colours[i])
+    # everyday names reach the merged classes, as they reach a segmenter's vocabulary
+    assert palette_colours(["sky", "tree", "water", "road", "mountain"], COCO) == [
+        (70, 130, 180),
+        (107, 142, 35),
+        (58, 41, 149),
+        (128, 64, 128),
+        (64, 170, 64),
+    ]
+    image, _ = seg_map(_layout(), COCO, unknown="ignore")
+    px = (image[0] * 255).round().to(torch.uint8).permute(1, 2, 0)
+    assert px[1, 1].tolist() == [70, 130, 180] and px[4, 1].tolist() == [58, 41, 149]
+    with pytest.raises(TCIGInputError, match="not a class of the COCO panoptic"):
+        palette_colours(["volcanoes"], COCO)
