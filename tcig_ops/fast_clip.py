@@ -69,6 +69,17 @@ def _embed(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return visual.ln_pre(tokens)
 
 
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v. On a CPU in bf16/fp16 as two matmuls and a softmax: for ViT-B/32's
+    50 tokens the fused kernel's backward there took 50-70 ms per block against 15-20 ms for the
+    explicit form (32 cutouts, 2-core EPYC with native bf16). fp32, and every GPU, keep
+    ``scaled_dot_product_attention`` (same maths; the fused kernel is the faster one there)."""
+    if q.device.type != "cpu" or q.dtype == torch.float32:
+        return F.scaled_dot_product_attention(q, k, v)
+    weights = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)).softmax(-1)  # softmax in fp32 under autocast
+    return torch.matmul(weights.to(v.dtype), v)
+
+
 def _block(block: nn.Module, x: torch.Tensor, class_token_only: bool) -> torch.Tensor:
     """One pre-norm transformer block on (N,L,D); with ``class_token_only`` returns (N,1,D)."""
     attn = block.attn
@@ -85,7 +96,7 @@ def _block(block: nn.Module, x: torch.Tensor, class_token_only: bool) -> torch.T
     else:
         qkv = F.linear(h.reshape(n * length, dim), weight, bias)
         q, k, v = qkv.view(n, length, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (N,heads,L,hd)
-    out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, Lq, hd)
+    out = _attention(q, k, v)  # (N, heads, Lq, hd)
     out = out.transpose(1, 2).reshape(-1, dim)
     out = F.linear(out, attn.out_proj.weight, attn.out_proj.bias).view(n, -1, dim)
     x = x + block.ls_1(out)

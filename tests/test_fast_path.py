@@ -100,6 +100,47 @@ def test_fast_decoder_matches_taming_forward_and_gradient(ddconfig):
     assert _rel(g_fast, g_plain) < 1e-4
 
 
+def _bf16_errors(forward, x: torch.Tensor) -> dict[str, float]:
+    """Relative error of output and input gradient under CPU bf16 autocast, fast and the model's own
+    path, each against the model's own fp32 result."""
+    out = forward(x, fast=False)
+    w = torch.randn_like(out)
+    (ref_g,) = torch.autograd.grad((out * w).sum(), x)
+    errs = {}
+    for fast in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = forward(x, fast=fast)
+        (g,) = torch.autograd.grad((y.float() * w).sum(), x)
+        errs[fast] = (_rel(y.float(), out.detach()), _rel(g, ref_g))
+    return errs
+
+
+def test_bf16_fast_paths_are_as_accurate_as_the_models_own():
+    """Under CPU bf16 autocast the fast paths run CLIP attention as matmuls and the decoder's
+    GroupNorm in bf16: their output and gradient stay as close to fp32 as the models' own bf16 path."""
+    torch.manual_seed(0)
+    clip = _clip(VIT)
+    img = torch.rand(6, 3, 32, 32, requires_grad=True)
+    ddconfig = {
+        "double_z": False,
+        "z_channels": 16,
+        "resolution": 32,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 2],
+        "num_res_blocks": 1,
+        "attn_resolutions": [16],
+        "dropout": 0.0,
+    }
+    vq = VQGAN({"embed_dim": 16, "n_embed": 64, "gumbel": False, "ddconfig": ddconfig}).eval()
+    z = torch.randn(1, 16, 8, 8, requires_grad=True)
+    for name, errs in (("clip", _bf16_errors(clip.encode_image, img)), ("decoder", _bf16_errors(vq.decode, z))):
+        (fast_out, fast_g), (plain_out, plain_g) = errs[True], errs[False]
+        assert fast_out < 0.05 and fast_g < 0.1, (name, errs)  # bf16 keeps about 3 significant digits
+        assert fast_out <= 2 * plain_out + 2e-3 and fast_g <= 2 * plain_g + 2e-3, (name, errs)
+
+
 def test_fast_decoder_declines_other_modules():
     assert not fast_decoder.supports(torch.nn.Conv2d(3, 3, 1))
 
