@@ -328,14 +328,17 @@ class JudgeWatch:
         return time.perf_counter() - self.t0 - self.excluded
 
 
-def judged_time_to_control(sizes=(64, 128), per_size: int = 4, share: float = 0.9, plain_iterations: int = 600) -> list[dict]:
+def judged_time_to_control(
+    sizes=(64, 128), per_size: int = 4, share: float = 0.9, plain_iterations: int = 600, precisions: tuple[str, ...] = ()
+) -> list[dict]:
     """Per sampled layout (2-5 labels: horizons, blobs, stripes, nested shapes, objects; sampler seeds the
     defaults were never tuned on): steps and seconds until the *judge* (a segmenter of another family that
     never guides) reads ``share`` x the oracle (its mIoU on the world's own rendering of the layout), for
     the plain TCIG loss (random codes, classic optimiser, stopped there or at its budget) and our defaults
     (run to their own stop); and, at our stop, the judge's mIoU and share of the oracle, the smallest
     region's judge IoU against its oracle IoU, and the guide-minus-judge gap, also for the layout start
-    alone. A run that never reaches the goal counts with all the time it took."""
+    alone. A run that never reaches the goal counts with all the time it took. ``precisions``: our
+    defaults again at each of these precisions (``ours_bf16``...), timed and judged the same way."""
     from tcig_ops.clip_guide import ClipGuide
     from tcig_ops.judge import judge_report, oracle_image
     from tcig_ops.layout import layout_from_index_map
@@ -356,10 +359,9 @@ def judged_time_to_control(sizes=(64, 128), per_size: int = 4, share: float = 0.
             oracle = judge_report(judge, oracle_image(layout), layout)
             goal = share * oracle["judge_miou"]
             row = {"size": size, "seed": seed, "kind": kind, "labels": len(labels), "oracle": oracle["judge_miou"]}
-            for name, s in (
-                ("plain", plain_settings(size, None, plain_iterations)),
-                ("ours", Stage1Settings(width=size, height=size)),
-            ):
+            variants = [("plain", plain_settings(size, None, plain_iterations)), ("ours", Stage1Settings(width=size, height=size))]
+            variants += [(f"ours_{p}", Stage1Settings(width=size, height=size, precision=p)) for p in precisions]
+            for name, s in variants:
                 watch = JudgeWatch(judge, seg, layout, goal, stop_at_goal=name == "plain")
                 clip_guide = ClipGuide(clip, parse_prompts("a landscape"), cutn=8)
                 try:
@@ -368,7 +370,7 @@ def judged_time_to_control(sizes=(64, 128), per_size: int = 4, share: float = 0.
                     r = None
                 steps, seconds = watch.reached if watch.reached else (s.iterations, watch.seconds())
                 row[name] = {"steps": steps, "seconds": seconds, "reached": watch.reached is not None}
-                if r is not None and name == "ours":
+                if r is not None and name.startswith("ours"):
                     j = judge_report(judge, r.image, layout)
                     row[name].update(
                         judge=j["judge_miou"],
@@ -388,10 +390,31 @@ def judged_time_to_control(sizes=(64, 128), per_size: int = 4, share: float = 0.
                 f"| ours {o['steps']:4d} steps {o['seconds']:6.1f} s{'' if o['reached'] else ' (never)'} "
                 f"| at our stop: judge {o['judge']:.3f} ({100 * o['share']:.0f}% of oracle), smallest region {o['smallest']:.3f} "
                 f"({100 * o['smallest_share']:.0f}% of its oracle), guide-judge {o['gap']:+.3f} (layout start alone {o['start_gap']:+.3f}) "
-                f"| ratio {row['ratio']:.2f}",
+                f"| ratio {row['ratio']:.2f}"
+                + "".join(
+                    f" | {p}: {row['ours_' + p]['steps']} steps {row['ours_' + p]['seconds']:.1f} s"
+                    f"{'' if row['ours_' + p]['reached'] else ' (never)'}, judge {row['ours_' + p]['judge']:.3f}"
+                    for p in precisions
+                ),
                 flush=True,
             )
     return rows
+
+
+def summarise_precisions(rows: list[dict], precisions: tuple[str, ...]) -> str:
+    """Per extra precision: time to control against our fp32 run, and the judge's reading against it."""
+    out = []
+    for p in precisions:
+        runs = [(r["ours"], r["ours_" + p]) for r in rows]
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        diff = [b["judge"] - a["judge"] for a, b in runs]
+        out.append(
+            f"ours at {p} against ours at fp32 ({len(rows)} layouts): time to 0.9 x oracle {mean([b['seconds'] for _, b in runs]):.1f} s "
+            f"vs {mean([a['seconds'] for a, _ in runs]):.1f} s (ratio {mean([b['seconds'] / a['seconds'] for a, b in runs]):.2f}), "
+            f"reached {sum(b['reached'] for _, b in runs)}/{len(rows)} vs {sum(a['reached'] for a, _ in runs)}/{len(rows)} "
+            f"| judge at the stop {p} - fp32: mean {mean(diff):+.3f}, worst {min(diff):+.3f}"
+        )
+    return "\n".join(out)
 
 
 def summarise_judged(rows: list[dict], share: float = 0.9) -> str:
@@ -511,6 +534,12 @@ def main():
     p.add_argument("--skip-miou", action="store_true", help="skip the time-to-mIoU parts")
     p.add_argument("--varied", type=int, default=4, metavar="N", help="sampled layouts per size for the varied time-to-mIoU part")
     p.add_argument("--varied-sizes", type=int, nargs="+", default=[64, 128])
+    p.add_argument(
+        "--judged-precisions",
+        nargs="*",
+        default=["auto"],
+        help="also run our defaults at these precisions in the judged part (auto: what runs fastest here; skipped where that is fp32)",
+    )
     p.add_argument("--c2f-size", type=int, default=512, help="size of the coarse-to-fine vs full-size-only comparison (0: skip)")
     p.add_argument("--skip-speed", action="store_true", help="skip the per-step speed part")
     p.add_argument("--skip-grad-scales", action="store_true")
@@ -593,8 +622,20 @@ def main():
             f"\nlayouts the defaults never saw (sampler seeds from {VARIED_SEED0}), control read by the judge "
             "(a segmenter of another family that never guides); oracle = its mIoU on the world's own rendering of the layout:"
         )
-        rows = judged_time_to_control(tuple(a.varied_sizes), a.varied)
+        from tcig_ops.precision import choose
+
+        extra = []
+        for prec in a.judged_precisions:
+            chosen, why = choose(prec, "cpu")
+            if chosen == "fp32":
+                print(f"  ({prec}: {why}; the fp32 column is that one)")
+            elif chosen not in extra:
+                extra.append(chosen)
+                print(f"  {prec} -> {chosen} ({why})")
+        rows = judged_time_to_control(tuple(a.varied_sizes), a.varied, precisions=tuple(extra))
         print(summarise_judged(rows))
+        if extra:
+            print(summarise_precisions(rows, tuple(extra)))
     if not a.skip_miou:
         from tcig_ops.stage1 import NORM_EVERY
 
