@@ -57,22 +57,25 @@ def test_fast_clip_declines_towers_it_does_not_know(vision):
     assert torch.equal(clip.encode_image(img, fast=True), clip.encode_image(img, fast=False))
 
 
+# with an attention block and a channel change (nin_shortcut), as the ImageNet VQGANs
+DDCONFIG_ATTN = {
+    "double_z": False,
+    "z_channels": 16,
+    "resolution": 32,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 32,
+    "ch_mult": [1, 2],
+    "num_res_blocks": 1,
+    "attn_resolutions": [16],
+    "dropout": 0.0,
+}
+
+
 @pytest.mark.parametrize(
     "ddconfig",
     [
-        # with an attention block and a channel change (nin_shortcut), as the ImageNet VQGANs
-        {
-            "double_z": False,
-            "z_channels": 16,
-            "resolution": 32,
-            "in_channels": 3,
-            "out_ch": 3,
-            "ch": 32,
-            "ch_mult": [1, 2],
-            "num_res_blocks": 1,
-            "attn_resolutions": [16],
-            "dropout": 0.0,
-        },
+        DDCONFIG_ATTN,
         {
             "double_z": False,
             "z_channels": 8,
@@ -121,19 +124,7 @@ def test_bf16_fast_paths_are_as_accurate_as_the_models_own():
     torch.manual_seed(0)
     clip = _clip(VIT)
     img = torch.rand(6, 3, 32, 32, requires_grad=True)
-    ddconfig = {
-        "double_z": False,
-        "z_channels": 16,
-        "resolution": 32,
-        "in_channels": 3,
-        "out_ch": 3,
-        "ch": 32,
-        "ch_mult": [1, 2],
-        "num_res_blocks": 1,
-        "attn_resolutions": [16],
-        "dropout": 0.0,
-    }
-    vq = VQGAN({"embed_dim": 16, "n_embed": 64, "gumbel": False, "ddconfig": ddconfig}).eval()
+    vq = VQGAN({"embed_dim": 16, "n_embed": 64, "gumbel": False, "ddconfig": DDCONFIG_ATTN}).eval()
     z = torch.randn(1, 16, 8, 8, requires_grad=True)
     for name, errs in (("clip", _bf16_errors(clip.encode_image, img)), ("decoder", _bf16_errors(vq.decode, z))):
         (fast_out, fast_g), (plain_out, plain_g) = errs[True], errs[False]
