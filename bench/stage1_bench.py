@@ -401,18 +401,21 @@ def judged_time_to_control(
     return rows
 
 
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
 def summarise_precisions(rows: list[dict], precisions: tuple[str, ...]) -> str:
     """Per extra precision: time to control against our fp32 run, and the judge's reading against it."""
     out = []
     for p in precisions:
         runs = [(r["ours"], r["ours_" + p]) for r in rows]
-        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         diff = [b["judge"] - a["judge"] for a, b in runs]
         out.append(
-            f"ours at {p} against ours at fp32 ({len(rows)} layouts): time to 0.9 x oracle {mean([b['seconds'] for _, b in runs]):.1f} s "
-            f"vs {mean([a['seconds'] for a, _ in runs]):.1f} s (ratio {mean([b['seconds'] / a['seconds'] for a, b in runs]):.2f}), "
+            f"ours at {p} against ours at fp32 ({len(rows)} layouts): time to 0.9 x oracle {_mean([b['seconds'] for _, b in runs]):.1f} s "
+            f"vs {_mean([a['seconds'] for a, _ in runs]):.1f} s (ratio {_mean([b['seconds'] / a['seconds'] for a, b in runs]):.2f}), "
             f"reached {sum(b['reached'] for _, b in runs)}/{len(rows)} vs {sum(a['reached'] for a, _ in runs)}/{len(rows)} "
-            f"| judge at the stop {p} - fp32: mean {mean(diff):+.3f}, worst {min(diff):+.3f}"
+            f"| judge at the stop {p} - fp32: mean {_mean(diff):+.3f}, worst {min(diff):+.3f}"
         )
     return "\n".join(out)
 
@@ -422,14 +425,13 @@ def summarise_judged(rows: list[dict], share: float = 0.9) -> str:
     ratios = [r["ratio"] for r in rows]
     ours = [r["ours"] for r in rows]
     worst = max(rows, key=lambda r: r["ratio"])
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return (
         f"judged layouts ({len(rows)}): time to {share:.1f} x oracle by the judge reached plain "
         f"{sum(r['plain']['reached'] for r in rows)}/{len(rows)}, ours {sum(o['reached'] for o in ours)}/{len(rows)} "
-        f"| at our stop: judge share of oracle mean {mean([o['share'] for o in ours]):.3f}, worst {min(o['share'] for o in ours):.3f}; "
+        f"| at our stop: judge share of oracle mean {_mean([o['share'] for o in ours]):.3f}, worst {min(o['share'] for o in ours):.3f}; "
         f"smallest region share of its oracle worst {min(o['smallest_share'] for o in ours):.3f}; "
-        f"guide-judge gap mean {mean([o['gap'] for o in ours]):+.3f} (layout start alone {mean([o['start_gap'] for o in ours]):+.3f}) "
-        f"| worst layout ratio {worst['ratio']:.2f} ({worst['size']}px {worst['kind']}) | ratio {mean(ratios):.2f}"
+        f"guide-judge gap mean {_mean([o['gap'] for o in ours]):+.3f} (layout start alone {_mean([o['start_gap'] for o in ours]):+.3f}) "
+        f"| worst layout ratio {worst['ratio']:.2f} ({worst['size']}px {worst['kind']}) | ratio {_mean(ratios):.2f}"
     )
 
 

@@ -37,7 +37,7 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from stage1_bench import _tiny
+    from stage1_bench import _mean, _tiny
 
     from tcig_ops.clip_guide import ClipGuide
     from tcig_ops.judge import judge_report, oracle_image
@@ -87,7 +87,7 @@ def main() -> None:
                 )
     print("\nmeans over the tuning layouts:")
     for name, rows in totals.items():
-        mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731,B023
+        mean = lambda k: _mean([r[k] for r in rows])  # noqa: E731,B023
         print(
             f"  {name:<24} guide A {mean('guide'):.3f} | judge share {mean('share'):.3f} (worst {min(r['share'] for r in rows):.3f}) "
             f"| smallest region share worst {min(r['smallest'] for r in rows):.3f} | gap {mean('guide') - mean('judge'):+.3f} "

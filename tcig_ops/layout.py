@@ -329,9 +329,9 @@ def knows_label(label: str, vocabulary: list[str]) -> bool:
     return lookup_labels([label], vocabulary)[0] is not None
 
 
-def close_matches(label: str, vocabulary: list[str], lookup: dict[str, int] | None = None) -> list[str]:
+def close_matches(label: str, vocabulary: list[str]) -> list[str]:
     """Up to four vocabulary names close to ``label`` (the suggestion every label error gives)."""
-    return difflib.get_close_matches(_normalise(label), list(lookup or _lookup(vocabulary)), n=4, cutoff=0.6)
+    return difflib.get_close_matches(_normalise(label), list(_lookup(vocabulary)), n=4, cutoff=0.6)
 
 
 def vocabulary_to_layout(vocabulary: list[str], owner: str, labels: list[str]) -> tuple[torch.Tensor, dict[str, int]]:

@@ -12,6 +12,14 @@ from tcig_ops.seg_palettes import PALETTES, palette_colours, seg_map
 ADE = "ADE20K (150 classes)"
 
 
+def _matches_published(palette: str, published: dict[int, tuple[str, tuple[int, int, int]]]):
+    """Asserts each published entry (index: class name -> RGB) is the palette's; returns its names and colours."""
+    names, colours = PALETTES[palette]
+    for i, (name, rgb) in published.items():
+        assert names[i].split(",")[0] == name and colours[i] == rgb, (i, names[i], colours[i])
+    return names, colours
+
+
 def test_known_entries_match_the_published_ade20k_palette():
     # values as MMSegmentation's ADE20KDataset.METAINFO lists them (index: class -> RGB)
     published = {
@@ -27,10 +35,8 @@ def test_known_entries_match_the_published_ade20k_palette():
         128: ("lake", (10, 190, 212)),
         149: ("flag", (92, 0, 255)),
     }
-    names, colours = PALETTES[ADE]
+    names, colours = _matches_published(ADE, published)
     assert len(names) == len(colours) == 150
-    for i, (name, rgb) in published.items():
-        assert names[i].split(",")[0] == name and colours[i] == rgb, (i, names[i], colours[i])
     assert palette_colours(["Sky", "tree", "water", "road"]) == [(6, 230, 230), (4, 200, 3), (61, 230, 250), (140, 140, 140)]
     assert palette_colours(["edifice", "palm_tree", "street-lamp"]) == [(180, 120, 120), (0, 82, 255), (0, 71, 255)]  # synonyms
 
@@ -74,10 +80,8 @@ def test_coco_panoptic_entries_match_the_published_table():
         119: ("sky-other-merged", (70, 130, 180)),
         132: ("rug-merged", (250, 141, 255)),
     }
-    names, colours = PALETTES[COCO]
+    names, colours = _matches_published(COCO, published)
     assert len(names) == len(colours) == len(set(colours)) == 133  # one colour per class
-    for i, (name, rgb) in published.items():
-        assert names[i].split(",")[0] == name and colours[i] == rgb, (i, names[i], colours[i])
     # everyday names reach the merged classes, as they reach a segmenter's vocabulary
     assert palette_colours(["sky", "tree", "water", "road", "mountain"], COCO) == [
         (70, 130, 180),
