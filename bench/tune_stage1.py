@@ -30,6 +30,10 @@ def variants(seg_a, seg_b):
         "two guides": ([Guide(seg_a), Guide(seg_b)], {}),
         "two guides, half each": ([Guide(seg_a, 0.5), Guide(seg_b, 0.5)], {}),
         "jitter 0.03": ([Guide(seg_a)], {"seg_jitter": 0.03}),
+        "region start": ([Guide(seg_a)], {"layout_start": "regions"}),
+        "region start, plateau 40": ([Guide(seg_a)], {"layout_start": "regions", "plateau_steps": 40}),
+        "region start, margin 0.2": ([Guide(seg_a)], {"layout_start": "regions", "seg_margin": 0.2}),
+        "margin 0.2": ([Guide(seg_a)], {"seg_margin": 0.2}),
     }
 
 

@@ -91,7 +91,8 @@ class VQGAN(nn.Module):
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) in 0..1 -> quantized latent (B,E,H/f,W/f)."""
-        h = self.quant_conv(self.encoder(image * 2 - 1))
+        x = image * 2 - 1
+        h = self.quant_conv(fast_decoder.encode(self.encoder, x) if fast_decoder.supports(self.encoder) else self.encoder(x))
         if self.gumbel:
             idx = self.quantize.proj(h).argmax(1)  # (B,h,w) hard code choice
             return self.codebook[idx].permute(0, 3, 1, 2)

@@ -103,6 +103,20 @@ def test_fast_decoder_matches_taming_forward_and_gradient(ddconfig):
     assert _rel(g_fast, g_plain) < 1e-4
 
 
+@pytest.mark.parametrize("ddconfig", [DDCONFIG_ATTN, dict(DDCONFIG_ATTN, ch_mult=[1, 1], attn_resolutions=[])])
+def test_fast_encoder_matches_taming_forward(ddconfig):
+    """``vqgan.encode`` takes the fused path (swish, attention on contiguous q/k/v) for taming's
+    encoder, its mid attention included, and gives taming's own result up to float rounding."""
+    torch.manual_seed(0)
+    vq = VQGAN({"embed_dim": ddconfig["z_channels"], "n_embed": 64, "gumbel": False, "ddconfig": ddconfig}).eval()
+    assert fast_decoder.supports(vq.encoder) and not fast_decoder.supports(vq.encoder.train())
+    vq.eval()
+    x = torch.rand(3, 3, 48, 48) * 2 - 1  # 24x24 = 576 positions at the mid attention of a factor-2 model
+    fast, plain = fast_decoder.encode(vq.encoder, x), vq.encoder(x)
+    assert fast.shape == plain.shape and _rel(fast, plain) < 1e-5
+    assert torch.equal(vq.encode((x + 1) / 2), vq.quantize_st(vq.quant_conv(fast)))
+
+
 def _bf16_errors(forward, x: torch.Tensor) -> dict[str, float]:
     """Relative error of output and input gradient under CPU bf16 autocast, fast and the model's own
     path, each against the model's own fp32 result."""

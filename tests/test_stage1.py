@@ -5,6 +5,7 @@ import torch
 
 from conftest import region_layout
 from tcig_ops.clip_guide import ClipGuide
+from tcig_ops.errors import TCIGInputError
 from tcig_ops.prompts import parse_prompts
 from tcig_ops.stage1 import Guide, Stage1Settings, bind_guides, run_stage1, segmentation_loss
 
@@ -112,3 +113,26 @@ def test_callback_exception_cancels_run(models):
             Stage1Settings(width=32, height=32, iterations=50),
             callback=cb,
         )
+
+
+def test_region_start_draws_the_layouts_shapes_exactly(models):
+    """layout_start="regions": one colour field per label, each shown only in its region, so a
+    6 px square inside grass keeps its edges (a 4 px-cell field over the whole image smears it)."""
+    from tcig_ops.layout import layout_from_masks
+    from tcig_ops.stage1 import layout_start_image
+
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    square = ((yy >= 13) & (yy < 19) & (xx >= 13) & (xx < 19)).float()
+    layout = layout_from_masks([(torch.ones(32, 32), "grass"), (square, "building")])
+    ring = ((yy >= 11) & (yy < 21) & (xx >= 11) & (xx < 21)).float() - square
+    image = layout_start_image(layout, [Guide(models["seg_a"])], 30, regions=True, generator=torch.Generator().manual_seed(0))
+    inside, outside = ((image[0] * m).sum((1, 2)) / m.sum() for m in (square, ring))
+    # the two regions take their own colours, and each region's pixels are its field alone: the
+    # square's border pixels are as far from the ring as its centre is
+    assert (inside - outside).abs().sum() > 0.15, (inside, outside)
+    edge = image[0, :, 13, 13:19].mean(1)
+    assert (edge - inside).abs().sum() < 0.5 * (inside - outside).abs().sum(), (edge, inside, outside)
+    with pytest.raises(TCIGInputError, match="layout_start"):
+        Stage1Settings(layout_start="shapes").validate(1)
+    with pytest.raises(TCIGInputError, match="seg_margin"):
+        Stage1Settings(seg_margin=1.0).validate(1)

@@ -82,7 +82,12 @@ def bind_guides(guides: list[Guide], layout: Layout) -> list[BoundGuide]:
 
 
 def segmentation_loss(
-    probs: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor | None = None, kind: str = "mse"
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    valid: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    kind: str = "mse",
+    margin: float = 0.0,
 ) -> torch.Tensor:
     """Distance between probabilities (1,k,H,W) and targets (k,H,W) over valid pixels (H,W) bool.
 
@@ -90,10 +95,14 @@ def segmentation_loss(
     channel (its gradient does not fade where the segmenter is confidently wrong, as the
     squared error of a saturated softmax does). ``weights`` (H, W), when given, replaces the
     uniform average over pixels (see ``balanced_pixel_weights``); it sums to 1 over the valid pixels.
+    ``margin`` (squared error only): a probability within ``margin`` of its target costs nothing, so a
+    pixel the segmenter already reads right stops pulling and the gradient goes to those it does not.
     """
     if kind == "bce":
         p = probs[0].clamp(1e-6, 1 - 1e-6)
         per_pixel = -(targets * p.log() + (1 - targets) * (1 - p).log())
+    elif margin > 0:
+        per_pixel = ((probs[0] - targets).abs() - margin).clamp_min(0) ** 2
     else:
         per_pixel = (probs[0] - targets) ** 2
     if weights is None:

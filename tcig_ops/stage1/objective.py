@@ -85,7 +85,9 @@ class LevelObjective:
         for i, (b, full) in enumerate(zip(self.bound, fulls)):
             if full is None or b.guide.weight == 0:
                 continue
-            terms[f"seg{i}"] = segmentation_loss(full.float()[:, b.vocab_idx], b.targets, self.valid, self.pixel_weights[i])
+            terms[f"seg{i}"] = segmentation_loss(
+                full.float()[:, b.vocab_idx], b.targets, self.valid, self.pixel_weights[i], margin=s.seg_margin
+            )
             weighted[f"seg{i}"] = (b.guide.weight, terms[f"seg{i}"])
         if s.normalize_terms and len(weighted) > 1 and measure_norms:
             self.scales.update(weighted, z)

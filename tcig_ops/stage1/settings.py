@@ -92,6 +92,9 @@ class Stage1Settings:
     # segmentation terms alone (no VQGAN, no CLIP: ~4 ms a step on the tiny models), then VQGAN-encoded.
     # 0: random codes, as VQGAN-CLIP starts
     layout_start_steps: int = 60
+    # "field": one colour field over the whole image; "regions": one per label, each cut to its region
+    # (the start then has exactly the layout's shapes; the guides pick only each region's colours)
+    layout_start: str = "field"
     # stop when the guides' mIoU has not risen by plateau_delta for plateau_steps steps (None: off)
     plateau_steps: int | None = None
     plateau_delta: float = 0.005
@@ -107,6 +110,8 @@ class Stage1Settings:
     # Off: on 6 tuning layouts (sampler seeds 100-105) 0.03 and 0.06 moved the judge's mIoU by -0.37 to
     # +0.06 (one 128 px objects layout fell from 0.879 to 0.509), no better on the mean than without
     seg_jitter: float = 0.0
+    # a guide probability within this distance of its target costs nothing (0: the paper's plain squared error)
+    seg_margin: float = 0.0
 
     def validate(self, factor: int) -> list[str]:
         notes = []
@@ -128,10 +133,14 @@ class Stage1Settings:
                     raise TCIGInputError(f"{name}: {v}; give one positive number per level ({len(lv)} levels)")
         if self.layout_start_steps < 0:
             raise TCIGInputError(f"layout_start_steps: {self.layout_start_steps}; use 0 (random start) or more steps")
+        if self.layout_start not in ("field", "regions"):
+            raise TCIGInputError(f"layout_start: {self.layout_start!r}; use field or regions")
         if self.plateau_steps is not None and self.plateau_steps < 1:
             raise TCIGInputError(f"plateau_steps: {self.plateau_steps}; use a number of steps >= 1, or None to turn it off")
         if not (0 <= self.seg_jitter < 0.5):
             raise TCIGInputError(f"seg_jitter: {self.seg_jitter}; use a share of the side in [0, 0.5), e.g. 0.03")
+        if not (0 <= self.seg_margin < 1):
+            raise TCIGInputError(f"seg_margin: {self.seg_margin}; use a probability distance in [0, 1), e.g. 0.2")
         if self.check_every is not None and self.check_every < 1:
             raise TCIGInputError(f"check_every: {self.check_every}; use a number of steps >= 1")
         for name in ("width", "height"):

@@ -48,7 +48,9 @@ def start_latent(
             callback(StepInfo(0, total, float("nan"), None, lambda: image.cpu(), "start", k, start_steps))
 
     lay0 = full_layout.downsampled(h0, w0).to(device)
-    start = layout_start_image(lay0, guides, start_steps, settings.balance_classes, on_step=shown, generator=generator)
+    start = layout_start_image(
+        lay0, guides, start_steps, settings.balance_classes, on_step=shown, generator=generator, regions=settings.layout_start == "regions"
+    )
     with torch.no_grad():
         z = vqgan.encode(start).detach().clone()
     notes.append(f"started from the layout ({start_steps} colour-field steps)")
@@ -63,6 +65,7 @@ def layout_start_image(
     cell: int = 4,
     on_step: Callable[[torch.Tensor], None] | None = None,
     generator: torch.Generator | None = None,
+    regions: bool = False,
 ) -> torch.Tensor:
     """A smooth image (1, 3, H, W) in 0..1 that the guides' segmenters read as ``layout``.
 
@@ -72,6 +75,9 @@ def layout_start_image(
     softmax barely moves. Smooth, so it holds colours and no pixel-level pattern. ``generator``
     jitters the grey start (+-0.1) so that seeds find different colourings; None: plain grey.
     A step whose field turns non-finite is dropped (the last finite field is kept).
+    ``regions``: one such field per layout label, each shown only inside its region (the layout's
+    own shares at soft pixels): the start then has the layout's shapes by construction, and the
+    guides choose only each region's colours, so no shape can be drawn that the layout lacks.
     ``on_step(image)`` runs after each step (progress, cancelling)."""
     bound = [b for b in bind_guides(guides, layout) if b.guide.weight > 0]
     H, W = layout.size
@@ -79,7 +85,7 @@ def layout_start_image(
         steps = 0  # no guide pulls: nothing to optimise
     valid = ~layout.ignore
     weights = [balanced_pixel_weights(b.targets, valid) if balance_classes else None for b in bound]
-    shape = (1, 3, max(1, H // cell), max(1, W // cell))
+    shape = (len(layout.labels) if regions else 1, 3, max(1, H // cell), max(1, W // cell))
     field_ = torch.full(shape, 0.5, device=layout.device)
     if generator is not None:
         field_ += 0.2 * (torch.rand(shape, generator=generator, device=field_.device) - 0.5)
@@ -87,8 +93,13 @@ def layout_start_image(
     good = field_.detach().clone()  # the last finite field (kept on the device: no sync per step)
     opt = torch.optim.Adam([field_], lr=0.05)
 
+    if regions:
+        share = layout.targets.float()  # (K, H, W); zero where ignored: those pixels take every field's mean
+        share = torch.where(share.sum(0, keepdim=True) > 0, share / share.sum(0, keepdim=True).clamp_min(1e-6), 1.0 / len(share))
+
     def smooth(f: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(f, size=(H, W), mode="bicubic", align_corners=False).clamp(0, 1)
+        up = F.interpolate(f, size=(H, W), mode="bicubic", align_corners=False).clamp(0, 1)
+        return (up * share[:, None]).sum(0, keepdim=True) if regions else up
 
     for _ in range(steps):
         image = smooth(field_)
