@@ -485,7 +485,8 @@ def write_tiny_models(
     guide_steps: int = 300,
 ) -> dict:
     """Write every tiny model and ``manifest.json``; returns the manifest (paths absolute).
-    The VQGAN first; then the guides, CLIPSeg and the judge, side by side (``_run_jobs``)."""
+    The VQGAN first; then the guides, CLIPSeg and the judge, side by side (``_run_jobs``: spawned
+    workers, so a script that calls this needs the usual ``if __name__ == "__main__":`` guard)."""
     folder = os.path.abspath(folder)
     os.makedirs(folder, exist_ok=True)
     with torch.random.fork_rng():
