@@ -457,8 +457,8 @@ def _train_job(kind: str, folder: str, seed: int, steps: int, data: dict, thread
 
 
 def _run_jobs(jobs: list[tuple], quiet: bool) -> list[dict]:
-    """Run ``_train_job`` argument tuples side by side: one worker process per two of this process's
-    threads, at most one per job, each worker on its share of the threads. The tiny models are too
+    """Run ``_train_job`` argument tuples side by side: one worker process per thread of this process,
+    at most one per job, each worker on its share of the threads. The tiny models are too
     small to keep two cores busy with one model (small kernels, Python between them), so two
     models at one thread each finish sooner than one after the other at two. Spawned workers (no
     fork after OpenMP has started); with one thread, or one job, they run here."""
