@@ -76,6 +76,11 @@ def test_clipseg_reads_the_labels_it_is_given(tiny):
     # each half mostly read as its label: one label everywhere scores 0.5 and 0, a boundary a quarter of
     # the image off 0.67. The tiny CLIPSeg (85 % pixel accuracy) read 0.77-0.9 on models trained so far
     assert min(got.values()) > 0.6, got
+    # a baseline from the same reading, whatever CPU trained the model: the layout with the labels
+    # swapped, which the image does not show, must score far lower
+    swapped = layout_from_index_map(1 - idx, ["sky", "water"])
+    wrong = iou_from_index_maps(_in_true_labels(read, swapped), swapped.index_map(), swapped.labels)
+    assert mean_iou(got) > mean_iou(wrong) + 0.3, (got, wrong)
     with pytest.raises(TCIGInputError, match="text_labels.*open-vocabulary"):
         layout_from_image(clipseg, oracle_image(truth))
 
