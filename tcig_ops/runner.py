@@ -156,7 +156,8 @@ def load_layout(path: str, class_map: str) -> Layout:
 
 def manifest_models(folder: str) -> dict:
     """The model paths of a models folder's manifest.json (relative ones resolved against the
-    folder): vqgan, vqgan_config, clip, clip_arch and the first (guiding) segmenter."""
+    folder): vqgan, vqgan_config, clip, clip_arch, the guiding segmenters (the first ``guides`` of
+    ``segmenters``, 1 when the manifest does not say) and the judge."""
     m = manifest(folder)
 
     def resolve(p):
@@ -167,9 +168,18 @@ def manifest_models(folder: str) -> dict:
         "vqgan_config": resolve(m["vqgan_config"]) if m.get("vqgan_config") else None,
         "clip": resolve(m["clip"]) if m.get("clip") else None,
         "clip_arch": m.get("clip_arch"),
-        "segmenters": [resolve(p) for p in m["segmenters"][:1]],
+        "segmenters": [resolve(p) for p in m["segmenters"][: _guide_count(m)]],
         "judge": resolve(m["judge"]) if m.get("judge") else None,
     }
+
+
+def _guide_count(m: dict) -> int:
+    n = m.get("guides", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(m["segmenters"]):
+        raise TCIGInputError(
+            f"manifest.json: 'guides' is {n!r}; give a whole number from 1 to {len(m['segmenters'])} (the segmenters listed)"
+        )
+    return n
 
 
 def manifest(folder: str) -> dict:

@@ -9,7 +9,8 @@
   with one sigmoid mask per class-name prompt)
 - ``segmenters/tiny-judge-upernet`` (UperNet + ConvNeXt at 128 px, trained on its own world
   scenes: the judge, which never guides; its held-out pixel accuracy is in the manifest)
-- ``manifest.json`` with ``vqgan``, ``clip``, ``segmenters``, ``labels``, ``judge``
+- ``manifest.json`` with ``vqgan``, ``clip``, ``segmenters``, ``guides`` (how many of the first
+  segmenters steer by default), ``labels``, ``judge``
 
 Everything is seeded and step-counted (same files on every run of the same torch); the
 VQGAN learns the world as an autoencoder (~1 min on 2 cores)
@@ -522,6 +523,9 @@ def write_tiny_models(
         "vqgan": vqgan_path,
         "clip": clip_path,
         "segmenters": seg_dirs,
+        # how many of ``segmenters`` (the first ones) steer a run by default: two guides of one family,
+        # other seeds, so a pattern only one of them reads as a class costs (judged on the tuning layouts)
+        "guides": 2,
         "judge": judge_dir,  # a segmenter of another family that never guides: it reports control
         "judge_accuracy": round(judge_accuracy, 4),
         "labels": list(world.CLASSES),
