@@ -262,10 +262,11 @@ def _tiny():
 def _default_guides(m: dict, first):
     """Our default guides on the tiny models: the manifest's first ``guides`` segmenters (``first`` is
     the first of them, already loaded), each at weight 1."""
+    from tcig_ops.runner import guide_count
     from tcig_ops.segmenters import load_segmenter
     from tcig_ops.stage1 import Guide
 
-    return [Guide(first)] + [Guide(load_segmenter(p)) for p in m["segmenters"][1 : m.get("guides", 1)]]
+    return [Guide(first)] + [Guide(load_segmenter(p)) for p in m["segmenters"][1 : guide_count(m)]]
 
 
 # Layouts for the varied benchmark come from these sampler seeds; the defaults were chosen on
@@ -366,8 +367,9 @@ def judged_time_to_control(
             seed = VARIED_SEED0 + 100 * size + i
             idx, labels, kind = sample_layout(seed, (size, size), list(CLASSES))
             layout = layout_from_index_map(idx, labels)
-            oracle = judge_report(judge, oracle_image(layout), layout)
-            guide_oracle = judge_report(seg, oracle_image(layout), layout)["judge_miou"]  # guide A's reading of the same
+            rendering = oracle_image(layout)
+            oracle = judge_report(judge, rendering, layout)
+            guide_oracle = judge_report(seg, rendering, layout)["judge_miou"]  # guide A's reading of the same
             goal = share * oracle["judge_miou"]
             row = {"size": size, "seed": seed, "kind": kind, "labels": len(labels), "oracle": oracle["judge_miou"]}
             variants = [("plain", plain_settings(size, None, plain_iterations)), ("ours", Stage1Settings(width=size, height=size))]

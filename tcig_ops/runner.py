@@ -168,12 +168,13 @@ def manifest_models(folder: str) -> dict:
         "vqgan_config": resolve(m["vqgan_config"]) if m.get("vqgan_config") else None,
         "clip": resolve(m["clip"]) if m.get("clip") else None,
         "clip_arch": m.get("clip_arch"),
-        "segmenters": [resolve(p) for p in m["segmenters"][: _guide_count(m)]],
+        "segmenters": [resolve(p) for p in m["segmenters"][: guide_count(m)]],
         "judge": resolve(m["judge"]) if m.get("judge") else None,
     }
 
 
-def _guide_count(m: dict) -> int:
+def guide_count(m: dict) -> int:
+    """How many of a manifest's ``segmenters`` (the first ones) steer by default: its ``guides``, 1 without it."""
     n = m.get("guides", 1)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(m["segmenters"]):
         raise TCIGInputError(
