@@ -56,7 +56,12 @@ def _build() -> argparse.ArgumentParser:
     d.add_argument("--out-dir", default="demo_output")
 
     f = sub.add_parser("fetch-models", help="download known models (the paper's set by default) into DIR + manifest.json")
-    f.add_argument("names", nargs="*", help="known model names (default: the paper's VQGAN, ViT-B-32, SegFormer-b0, CLIPSeg)")
+    f.add_argument(
+        "names",
+        nargs="*",
+        help="known model names (default: the paper's VQGAN, ViT-B-32, SegFormer-b0, CLIPSeg); "
+        "of two or more segmenters the last fetched is the judge, the others guide",
+    )
     f.add_argument("--dir", required=True, help="models folder: DIR/vqgan, DIR/tcig_clip, DIR/segmenters, DIR/manifest.json")
     f.add_argument("--list", action="store_true", help="list the known models and whether DIR has them")
 
@@ -115,6 +120,13 @@ def _stage1_args(s, iterations: int = 300, size: int = 128) -> None:
     )
     s.add_argument("--level-steps", type=float, nargs="+", default=None, metavar="SHARE", help="share of the iterations per level")
     s.add_argument("--level-lr", type=float, nargs="+", default=None, metavar="FACTOR", help="learning-rate factor per level")
+    s.add_argument(
+        "--level-min-side",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="leave out a coarse level smaller than this on its short side, its steps going to the next (default 64; 0: every level runs)",
+    )
     s.add_argument("--plateau-steps", type=int, default=None, metavar="N", help="stop when mIoU has not improved for N steps (0: never)")
     s.add_argument("--init-image", help="start from this image instead of random codes")
     s.add_argument(
@@ -155,6 +167,8 @@ def _settings(a):
         )
     elif a.level_steps is not None or a.level_lr is not None:
         raise TCIGInputError("--level-steps and --level-lr need --levels")
+    if a.level_min_side is not None:
+        extra["level_min_side"] = a.level_min_side
     if a.plateau_steps is not None:
         extra["plateau_steps"] = a.plateau_steps or None
     if a.layout_start_steps is not None:
@@ -317,8 +331,8 @@ def _batch(a) -> int:
     jobs_path = a.jobs or batch.sample_jobs(a.sample_layouts, a.labels.split(","), a.seed, a.out, tuple(a.size), a.iterations, a.prompt)
     jobs = batch.read_jobs(jobs_path)
     _quiet_transformers()
-    # "auto" is resolved once, here: every worker then runs the same precision (a probe per process
-    # could decide differently near its threshold, and the same job must give the same image anywhere)
+    # "auto" is resolved once, here, and every worker runs what it says (on x86 the CPU's flags decide,
+    # the same anywhere; elsewhere a timed probe could decide differently per process)
     models["precision"] = precision.choose(a.precision, a.device)[0]
     counts = batch.run_batch(jobs, models, a.out, a.ray, a.workers, a.threads, a.gpus_per_worker, a.device, retry_failed=a.retry_failed)
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done (of {counts['jobs']}) -> {a.out}/summary.jsonl")

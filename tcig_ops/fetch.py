@@ -354,12 +354,23 @@ def _write_clip_config(name: str, spec: dict, config: str) -> None:
 
 
 def fetch_models(names: list[str], root: str, progress=None) -> dict:
-    """Fetch several known models and write ``root/manifest.json`` for ``make demo MODELS=root``
-    and ``stage1``/``batch --models root``: the first VQGAN, CLIP and segmenter fetched."""
+    """Fetch several known models and write ``root/manifest.json`` (see ``models_manifest``) for
+    ``make demo MODELS=root`` and ``stage1``/``batch --models root``."""
     paths = {n: fetch_model(n, root, progress) for n in names}
+    manifest = models_manifest({n: os.path.relpath(p, root) for n, p in paths.items()})
+    with open(os.path.join(root, "manifest.json.tmp"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(os.path.join(root, "manifest.json.tmp"), os.path.join(root, "manifest.json"))
+    return manifest
+
+
+def models_manifest(paths: dict[str, str]) -> dict:
+    """The manifest of fetched known models (name -> path): the first VQGAN and CLIP; with one
+    segmenter it guides, with more the last one is the ``judge`` (it reads results and never steers)
+    and all the others guide (``guides``)."""
     manifest: dict = {"segmenters": []}
-    for n, p in paths.items():
-        kind, rel = KNOWN_MODELS[n]["kind"], os.path.relpath(p, root)
+    for n, rel in paths.items():
+        kind = KNOWN_MODELS[n]["kind"]
         if kind == "vqgan":
             manifest.setdefault("vqgan", rel)
         elif kind == "tcig_clip":
@@ -367,7 +378,8 @@ def fetch_models(names: list[str], root: str, progress=None) -> dict:
             manifest.setdefault("clip_arch", KNOWN_MODELS[n]["arch"])
         else:
             manifest["segmenters"].append(rel)
-    with open(os.path.join(root, "manifest.json.tmp"), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(os.path.join(root, "manifest.json.tmp"), os.path.join(root, "manifest.json"))
+    if len(manifest["segmenters"]) > 1:
+        manifest["judge"] = manifest["segmenters"].pop()
+    if manifest["segmenters"]:
+        manifest["guides"] = len(manifest["segmenters"])
     return manifest

@@ -51,6 +51,7 @@ def models(tiny):
         "clip": load_open_clip(tiny["clip"]),
         "seg_a": load_segmenter(tiny["segmenters"][0]),
         "seg_b": load_segmenter(tiny["segmenters"][1]),
+        "judge": load_segmenter(tiny["judge"]),  # never guides anywhere
     }
 
 

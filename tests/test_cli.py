@@ -189,6 +189,8 @@ def test_cli_region_prompts_levels_and_plateau(tiny, layout_files, tmp_path):
         "--level-lr",
         "2",
         "1",
+        "--level-min-side",
+        "0",  # 64x48: its 32x24 level would otherwise be left out
         "--plateau-steps",
         "0",
         "--layout-start-steps",

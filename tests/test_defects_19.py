@@ -33,7 +33,7 @@ def test_a_region_whose_coarse_cells_are_all_ignored_runs(models):
     layout = _thin_region_layout()
     assert not (layout.downsampled(8, 8).planes([1]) > 0).any()  # the region has no cell at the coarse level
     guide = ClipGuide(models["clip"], parse_prompts("a grey road"), cutn=2)
-    s = Stage1Settings(width=32, height=32, iterations=4, levels=(0.25, 1.0), layout_start_steps=0)
+    s = Stage1Settings(width=32, height=32, iterations=4, levels=(0.25, 1.0), layout_start_steps=0, level_min_side=0)
     r = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], s, region_prompts=[RegionPrompt("road", guide)])
     assert r.steps == 4 and any("no cell at 8x8" in n for n in r.notes), r.notes
     assert "region:road" in r.history[-1] and "region:road" not in r.history[0]  # its term runs on the full-size level
@@ -44,7 +44,9 @@ def test_one_px_region_with_three_levels_runs(models):
     idx[7, 9] = 1
     layout = layout_from_index_map(idx, ["grass", "road"])
     guide = ClipGuide(models["clip"], parse_prompts("a grey road"), cutn=2)
-    s = Stage1Settings(width=32, height=32, iterations=6, levels=(0.25, 0.5, 1), level_steps=(1, 1, 1), layout_start_steps=0)
+    s = Stage1Settings(
+        width=32, height=32, iterations=6, levels=(0.25, 0.5, 1), level_steps=(1, 1, 1), layout_start_steps=0, level_min_side=0
+    )
     r = run_stage1(models["vqgan"], layout, [Guide(models["seg_a"])], s, region_prompts=[RegionPrompt("road", guide)])
     assert r.steps == 6
 
@@ -105,7 +107,7 @@ def test_init_image_detail_survives_the_coarse_levels(models):
     with torch.no_grad():
         roundtrip = vq.decode(vq.quantize_st(vq.encode(image)))
     # a learning rate that changes nothing: the result must be the init image's own VQGAN round trip
-    s = Stage1Settings(width=64, height=64, iterations=2, lr=1e-9, clip_weight=0.0)
+    s = Stage1Settings(width=64, height=64, iterations=2, lr=1e-9, clip_weight=0.0, level_min_side=0)
     assert len(level_sizes(s, vq.factor)) == 2  # coarse-to-fine is on
     r = run_stage1(vq, region_layout("lake", 64), [Guide(models["seg_a"])], s, init_image=image)
     err = (r.image - roundtrip).abs().mean().item()
@@ -120,7 +122,9 @@ def test_init_image_detail_survives_the_coarse_levels(models):
 @pytest.mark.parametrize("iterations", [1, 2, 3, 7, 100])
 @pytest.mark.parametrize("levels", [(0.5, 1.0), (0.25, 0.5, 1.0)])
 def test_levels_share_exactly_the_iterations(models, iterations, levels):
-    s = Stage1Settings(width=64, height=64, iterations=iterations, levels=levels, level_steps=(1,) * len(levels), layout_start_steps=0)
+    s = Stage1Settings(
+        width=64, height=64, iterations=iterations, levels=levels, level_steps=(1,) * len(levels), layout_start_steps=0, level_min_side=0
+    )
     assert sum(n for *_, n in level_sizes(s, 16)) == iterations
     if iterations <= 3:
         r = run_stage1(models["vqgan"], region_layout("road", 64), [Guide(models["seg_a"])], s)

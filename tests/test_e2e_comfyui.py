@@ -37,6 +37,7 @@ NODES = [
 SIZE = 64
 TINY_NAMES = {
     "segformer-b0-finetuned-ade-512-512 (download)": "tiny-segformer-a",
+    "segformer-b2-finetuned-ade-512-512 (download)": "tiny-segformer-b",  # the shipped workflows' second guide
     "clipseg-rd64-refined (download)": "tiny-clipseg",
     "mask2former-swin-tiny-ade-semantic (download)": "tiny-judge-upernet",  # the judge of the shipped workflows
 }
@@ -204,8 +205,8 @@ def test_stage1_reaches_layout_in_comfyui(server, tiny):
     assert report["miou"] >= 0.85 * oracle, (report, oracle)
     text = next(t for out in hist["outputs"].values() for t in out.get("text", []) if t.startswith("stage 1 ("))
     assert "started from the layout" in text, text
-    # the baseline of the same graph: the guide at weight 0 (CLIP alone)
-    prompt["6"]["inputs"]["weight"] = 0.0
+    # the baseline of the same graph: both guides at weight 0 (CLIP alone)
+    prompt["6"]["inputs"]["weight"] = prompt["32"]["inputs"]["weight"] = 0.0
     prompt["16"]["inputs"]["filename_prefix"] = "TCIG/iou_stage1_unguided"
     assert server.wait(server.queue(prompt))["status"]["status_str"] == "success"
     unguided = json.loads(sorted((pathlib.Path(server.base) / "output" / "TCIG").glob("iou_stage1_unguided_*.json"))[-1].read_text())

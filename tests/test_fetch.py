@@ -175,6 +175,7 @@ def test_fetch_models_first_run_loads_and_second_run_fetches_nothing(server, tin
     names = ["vqgan_imagenet_f16_16384", "open_clip_vit_b32", "segformer-b0-finetuned-ade-512-512"]
     m = fetch_models(names, root)
     assert m["vqgan"] == "vqgan/vqgan_imagenet_f16_16384.ckpt" and m["clip_arch"] == "ViT-B-32"
+    assert m["guides"] == 1 and "judge" not in m  # one segmenter: it guides, nothing judges
     assert all(is_present(n, root) for n in names)
     paths = manifest_models(root)
     assert os.path.isfile(os.path.splitext(paths["clip"])[0] + ".json")  # its config beside it (the repo's open_clip_config.json)
@@ -183,6 +184,17 @@ def test_fetch_models_first_run_loads_and_second_run_fetches_nothing(server, tin
     before = len(server.gets)
     fetch_models(names, root)
     assert len(server.gets) == before  # present files are not fetched again
+
+
+def test_a_fetched_set_with_several_segmenters_keeps_the_last_one_as_its_judge():
+    from tcig_ops.fetch import models_manifest
+    from tcig_ops.runner import guide_count
+
+    names = ["segformer-b0-finetuned-ade-512-512", "segformer-b2-finetuned-ade-512-512", "clipseg-rd64-refined"]
+    m = models_manifest({n: f"segmenters/{n}" for n in names})
+    assert m["segmenters"] == ["segmenters/segformer-b0-finetuned-ade-512-512", "segmenters/segformer-b2-finetuned-ade-512-512"]
+    assert m["judge"] == "segmenters/clipseg-rd64-refined" and m["judge"] not in m["segmenters"]
+    assert guide_count(m) == 2
 
 
 def test_fetch_models_cli_writes_a_manifest(server, tmp_path):

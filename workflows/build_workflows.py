@@ -93,13 +93,17 @@ JUDGE = "mask2former-swin-tiny-ade-semantic (download)"
 
 
 def _common(seg_name="segformer-b0-finetuned-ade-512-512 (download)", layout="painter"):
-    """Loaders, the layout and one guide. The layout is painted in the workflow itself (no input
-    file to copy), or, for the colour-image variant, a LoadImage + class map."""
+    """Loaders, the layout and two guides (node 32 holds both). The layout is painted in the workflow
+    itself (no input file to copy), or, for the colour-image variant, a LoadImage + class map."""
     g = {
         1: ("TCIGVQGANLoader", {"vqgan_name": "vqgan_imagenet_f16_16384 (download)"}),
         2: ("TCIGCLIPLoader", {"clip_name": "open_clip_vit_b32 (download)", "architecture": ""}),
         3: ("TCIGSegmenterLoader", {"segmenter_name": seg_name}),
         6: ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": ""}),
+        # a second guide of the same family, other weights: a pattern that fools one rarely fools both,
+        # so the image must show what both read as each class (README, "Two guides")
+        31: ("TCIGSegmenterLoader", {"segmenter_name": "segformer-b2-finetuned-ade-512-512 (download)"}),
+        32: ("TCIGSegmenterGuide", {"segmenter": L(31), "guides": L(6), "weight": 1.0, "classes": ""}),
         # the judge: IoU Evaluate reads the result with a segmenter that did not guide (another family,
         # Mask2Former), since a guide can be fooled by an image that only satisfies it
         26: ("TCIGSegmenterLoader", {"segmenter_name": JUDGE}),
@@ -124,7 +128,7 @@ def painting() -> str:
     return demo_painting(256, 256)
 
 
-def _stage1(node_guides=6, node_layout=5, iterations=300):
+def _stage1(node_guides=32, node_layout=5, iterations=300):
     return (
         "TCIGStage1",
         {
@@ -247,7 +251,9 @@ def colour_image():
 
 
 def multi_segmenter():
+    """Each guide steers a class subset: SegFormer the sky and mountain, CLIPSeg the water."""
     g = _common()
+    del g[31], g[32]
     g[23] = ("TCIGSegmenterLoader", {"segmenter_name": "clipseg-rd64-refined (download)"})
     g[6] = ("TCIGSegmenterGuide", {"segmenter": L(3), "weight": 1.0, "classes": "sky, mountain"})
     g[24] = ("TCIGSegmenterGuide", {"segmenter": L(23), "guides": L(6), "weight": 1.0, "classes": "water"})

@@ -73,6 +73,8 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
     levels = _levels(settings, f)
     if len(levels) > 1:
         notes.append("coarse-to-fine: " + " -> ".join(f"{w}x{h} ({n} steps)" for w, h, n, _ in levels))
+    elif len(_levels(Stage1Settings(**{**vars(settings), "level_min_side": 0}), f)) > 1:
+        notes.append(f"one level: the coarse levels would be under {settings.level_min_side} px (level_min_side)")
     total = sum(n for _, _, n, _ in levels)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

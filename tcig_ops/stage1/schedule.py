@@ -18,7 +18,8 @@ def level_sizes(settings: Stage1Settings, factor: int) -> list[tuple[int, int, i
     """[(width, height, steps)] of each coarse-to-fine level; the last is the full size.
 
     A level's size is the full size times its scale, rounded to the VQGAN factor (at
-    least one latent cell); levels that round to the same size are merged.
+    least one latent cell); levels that round to the same size are merged, and a coarse level
+    smaller than ``settings.level_min_side`` on its short side gives its steps to the next.
     """
     return [(w, h, n) for w, h, n, _ in _levels(settings, factor)]
 
@@ -48,11 +49,16 @@ def _levels(settings: Stage1Settings, factor: int) -> list[tuple[int, int, int, 
     else:
         lrs = [COARSE_LR] * (len(scales) - 1) + [1.0]
     out: list[tuple[int, int, int, float]] = []
-    for scale, n, lr in zip(scales, counts, lrs):
-        if n == 0:  # fewer iterations than levels: the coarse ones go first
-            continue
+    carried = 0  # steps of coarse levels left out for their size
+    for i, (scale, n, lr) in enumerate(zip(scales, counts, lrs)):
         w = max(factor, round(settings.width * scale / factor) * factor)
         h = max(factor, round(settings.height * scale / factor) * factor)
+        if i < len(scales) - 1 and min(w, h) < settings.level_min_side:
+            carried += n
+            continue
+        n, carried = n + carried, 0
+        if n == 0:  # fewer iterations than levels: the coarse ones go first
+            continue
         if out and out[-1][:2] == (w, h):
             out[-1] = (w, h, out[-1][2] + n, lr)
         else:
