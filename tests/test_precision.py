@@ -36,6 +36,8 @@ def test_choose_explicit_auto_and_bad_values():
 def test_auto_is_the_same_in_a_loaded_process():
     """The choice a batch's workers and a second run make under load is the one made here (a timed
     probe once chose fp32 in a Ray driver and bf16 in the in-process run on the same EPYC)."""
+    if precision.cpu_native_bf16() is None:
+        pytest.skip("this CPU's bf16 flags are unknown to torch: the timed probe decides there")
     code = "from tcig_ops.precision import choose; print(choose('auto', 'cpu')[0])"
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]  # both cores busy
     try:
@@ -44,8 +46,6 @@ def test_auto_is_the_same_in_a_loaded_process():
         for b in busy:
             b.kill()
     assert got.returncode == 0, got.stderr
-    if precision.cpu_native_bf16() is None:
-        pytest.skip("this CPU's bf16 flags are unknown to torch: the timed probe decides there")
     assert got.stdout.strip() == precision.choose("auto", "cpu")[0]
 
 
