@@ -127,6 +127,13 @@ def _stage1_args(s, iterations: int = 300, size: int = 128) -> None:
         metavar="PX",
         help="leave out a coarse level smaller than this on its short side, its steps going to the next (default 64; 0: every level runs)",
     )
+    s.add_argument(
+        "--level-hand-over",
+        choices=("latent", "image"),
+        default=None,
+        help="how a coarse level's result reaches the next size: its latent cells repeated, or its image enlarged and "
+        "VQGAN-encoded (default: image; with --init-image always latent)",
+    )
     s.add_argument("--plateau-steps", type=int, default=None, metavar="N", help="stop when mIoU has not improved for N steps (0: never)")
     s.add_argument("--init-image", help="start from this image instead of random codes")
     s.add_argument(
@@ -169,6 +176,8 @@ def _settings(a):
         raise TCIGInputError("--level-steps and --level-lr need --levels")
     if a.level_min_side is not None:
         extra["level_min_side"] = a.level_min_side
+    if a.level_hand_over is not None:
+        extra["level_hand_over"] = a.level_hand_over
     if a.plateau_steps is not None:
         extra["plateau_steps"] = a.plateau_steps or None
     if a.layout_start_steps is not None:

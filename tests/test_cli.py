@@ -191,6 +191,8 @@ def test_cli_region_prompts_levels_and_plateau(tiny, layout_files, tmp_path):
         "1",
         "--level-min-side",
         "0",  # 64x48: its 32x24 level would otherwise be left out
+        "--level-hand-over",
+        "image",
         "--plateau-steps",
         "0",
         "--layout-start-steps",
@@ -209,6 +211,7 @@ def test_cli_region_prompts_levels_and_plateau(tiny, layout_files, tmp_path):
     _bad(cli(*base, "--layout-start-steps", "-1"), "layout_start_steps")
     _bad(cli(*base, "--level-lr", "2", "1"), "need --levels")
     _bad(cli(*base, "--levels", "0.5", "1", "--level-lr", "2"), "level_lr")
+    _bad(cli(*base, "--level-hand-over", "pixels"), "--level-hand-over", "latent", "image")
 
 
 def test_progress_bar_counts_steps_not_callbacks():

@@ -18,6 +18,8 @@ from tcig_ops.stage1 import (
     _levels,
     _region_box,
     balanced_pixel_weights,
+    hand_over,
+    hand_over_image,
     level_sizes,
     run_stage1,
 )
@@ -49,6 +51,38 @@ def test_a_coarse_level_under_level_min_side_gives_its_steps_to_the_next():
     assert _levels(Stage1Settings(width=64, height=64, iterations=300), 16) == [(64, 64, 300, 1.0)]
     assert level_sizes(Stage1Settings(width=128, height=128, iterations=300), 16) == [(64, 64, 150), (128, 128, 150)]
     assert level_sizes(Stage1Settings(width=512, height=512, iterations=300, level_min_side=512), 16) == [(512, 512, 300)]
+
+
+def test_level_hand_over_is_checked():
+    with pytest.raises(TCIGInputError, match="level_hand_over"):
+        Stage1Settings(level_hand_over="pixels").validate(16)
+
+
+def test_image_hand_over_starts_the_next_level_from_the_coarse_picture(models):
+    """The coarse latent, decoded, enlarged and encoded: its picture at the next size is the coarse
+    picture enlarged, much closer than the picture of the repeated latent cells (measured on the tiny
+    models: mean squared error 0.011 against 0.025)."""
+    vq = models["vqgan"]
+    z = vq.random_latent(64, 64, torch.Generator().manual_seed(0))
+    h, w = (2 * s for s in z.shape[-2:])
+    with torch.no_grad():
+        coarse = vq.decode(vq.quantize_st(z))
+        enlarged = F.interpolate(coarse, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)
+        by_image = vq.decode(vq.quantize_st(hand_over_image(vq, z, h, w)))
+        by_cells = vq.decode(vq.quantize_st(hand_over(z, h, w)))
+    assert by_image.shape == enlarged.shape == (1, 3, 128, 128)
+    err_image, err_cells = F.mse_loss(by_image, enlarged).item(), F.mse_loss(by_cells, enlarged).item()
+    assert err_image < 0.8 * err_cells, (err_image, err_cells)
+    assert hand_over_image(vq, z, *z.shape[-2:]) is z  # same size: nothing to do
+
+
+def test_runs_with_image_hand_over_repeat_and_differ_from_cell_hand_over(models):
+    layout = region_layout("road", 64)
+    kw = dict(width=64, height=64, iterations=8, levels=(0.5, 1.0), level_min_side=0, layout_start_steps=5, seed=3)
+    guides = [Guide(models["seg_a"])]
+    runs = [run_stage1(models["vqgan"], layout, guides, Stage1Settings(**kw, level_hand_over=k)) for k in ("image", "image", "latent")]
+    assert torch.equal(runs[0].image, runs[1].image)
+    assert not torch.equal(runs[0].image, runs[2].image)
 
 
 class _Enough(Exception):

@@ -62,9 +62,9 @@ def test_split_stage1_equals_the_monolith_bit_for_bit(models, case):
     if case == "nan_at_step_3":
         clip = None
     results = []
-    # level_min_side (added after the split) would leave these small sizes' coarse levels out: the pin
-    # keeps the monolith's schedule so that every part still runs
-    for module, settings in ((ref, ref.Stage1Settings(**kw)), (None, Stage1Settings(**kw, level_min_side=0))):
+    # level_min_side and the image hand-over (both added after the split) change the schedule and the
+    # next level's start: the pin keeps the monolith's, so that every part still runs as it did
+    for module, settings in ((ref, ref.Stage1Settings(**kw)), (None, Stage1Settings(**kw, level_min_side=0, level_hand_over="latent"))):
         run = ref.run_stage1 if module is ref else run_stage1
         seg = _nan_gradient_from_call(models["seg_a"], 3) if case == "nan_at_step_3" else models["seg_a"]  # its own call count
         results.append(run(models["vqgan"], layout, [Guide(seg)], settings, clip_guide=clip, **extra))

@@ -21,7 +21,7 @@ from .memory import available_memory_bytes, check_memory, estimate_memory_bytes
 from .objective import NORM_EVERY, LevelObjective, TermScales
 from .regions import RegionPrompt, _check_regions, _region_box, region_prompts_from_text
 from .run import _autocast, _decode, _grad_scaler, run_stage1
-from .schedule import COARSE_LR, _levels, hand_over, latent_at, level_sizes, split_steps
+from .schedule import COARSE_LR, _levels, hand_over, hand_over_image, latent_at, level_sizes, split_steps
 from .settings import Stage1Result, Stage1Settings, StepInfo
 from .start import layout_start_image, start_latent
 from .stops import FiniteGuard, StopRules, _flush
@@ -53,6 +53,7 @@ __all__ = [
     "estimate_memory_bytes",
     "guided_iou",
     "hand_over",
+    "hand_over_image",
     "latent_at",
     "layout_start_image",
     "level_sizes",

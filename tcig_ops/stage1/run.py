@@ -19,7 +19,7 @@ from .guides import Guide, bind_guides, guided_iou
 from .memory import check_memory
 from .objective import NORM_EVERY, LevelObjective
 from .regions import RegionPrompt, _check_regions
-from .schedule import _levels, check_every, hand_over, lr_schedule
+from .schedule import _levels, check_every, hand_over, hand_over_image, lr_schedule
 from .settings import Stage1Result, Stage1Settings, StepInfo
 from .start import start_latent
 from .stops import FiniteGuard, StopRules, _flush
@@ -83,12 +83,12 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
         z, z_init = start_latent(vqgan, full_layout, guides, settings, init_image, levels[0][:2], gen, callback, total, notes)
         run = _Optimiser(vqgan, settings, device, callback, total, len(levels), notes)
         for li, (lw, lh, n_steps, lr_factor) in enumerate(levels):
-            z = hand_over(z.detach(), lh // f, lw // f, z_init)
+            z = _hand_over(vqgan, z, lh // f, lw // f, z_init, settings)
             objective = LevelObjective(guides, full_layout, (lw, lh), regions, clip_guide, settings, device, notes)
             z = run.level(li, z, objective, n_steps, lr_factor)
             if run.stopped != "completed":
                 break
-        final_z = hand_over(run.guard.z_good.detach(), H // f, W // f, z_init)  # when stopped at a coarse level
+        final_z = _hand_over(vqgan, run.guard.z_good, H // f, W // f, z_init, settings)  # when stopped at a coarse level
         final = _decode(vqgan, final_z, settings.fast)
         full_dev = full_layout.to(device)
         bound = bind_guides(guides, full_dev)
@@ -108,6 +108,12 @@ def _run(vqgan, layout, guides, settings, clip_guide, init_image, callback, free
         run.start_iou,
         settings.precision,
     )
+
+
+def _hand_over(vqgan: VQGAN, z: torch.Tensor, h: int, w: int, z_init, settings: Stage1Settings) -> torch.Tensor:
+    if settings.level_hand_over == "image" and z_init is None:
+        return hand_over_image(vqgan, z.detach(), h, w, settings.fast)
+    return hand_over(z.detach(), h, w, z_init)
 
 
 class _Optimiser:

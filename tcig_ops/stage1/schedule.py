@@ -85,6 +85,19 @@ def hand_over(z: torch.Tensor, h: int, w: int, z_init: torch.Tensor | None = Non
     return up + latent_at(z_init, h, w) - F.interpolate(coarse, size=(h, w), mode="nearest")
 
 
+def hand_over_image(vqgan, z: torch.Tensor, h: int, w: int, fast: bool = True) -> torch.Tensor:
+    """A coarse level's latent carried to (h, w) cells through its image: decoded, enlarged (bicubic) to
+    the next size and VQGAN-encoded there, so the next level starts from the picture the guides (and
+    any other reader) saw, not from repeated cells that decode to other detail at the finer grid."""
+    if tuple(z.shape[-2:]) == (h, w):
+        return z
+    f = vqgan.factor
+    with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
+        image = vqgan.decode(vqgan.quantize_st(z.float()), fast=fast)
+        image = F.interpolate(image, size=(h * f, w * f), mode="bicubic", align_corners=False).clamp(0, 1)
+        return vqgan.encode(image).detach().clone()
+
+
 def lr_schedule(opt: torch.optim.Optimizer, offset: int, total: int, lr_decay: float) -> torch.optim.lr_scheduler.LambdaLR:
     """One cosine over all levels' steps, from the level's learning rate down to ``lr_decay`` of it."""
 

@@ -92,6 +92,9 @@ class Stage1Settings:
     # (64 px layouts, tiny models, seeds 102 and 7402: 0.9 x the judge's oracle after 10 and 40 steps
     # with one level, 80 and 210 with a 32 px level first). 0: every level runs
     level_min_side: int = 64
+    # how a coarse level's result reaches the next size: "latent" (each latent cell repeated) or "image"
+    # (the coarse image, enlarged bicubic, VQGAN-encoded at the next size). With an init image, "latent"
+    level_hand_over: str = "image"
     # without an init image, start from a picture the segmenters already read as the layout: a smooth
     # colour field (one colour per 4x4 pixels, bicubic) optimised for this many steps against the
     # segmentation terms alone (no VQGAN, no CLIP: ~4 ms a step on the tiny models), then VQGAN-encoded.
@@ -136,6 +139,8 @@ class Stage1Settings:
                 v = getattr(self, name)
                 if v is not None and (len(v) != len(lv) or any(not (math.isfinite(x) and x > 0) for x in v)):
                     raise TCIGInputError(f"{name}: {v}; give one positive number per level ({len(lv)} levels)")
+        if self.level_hand_over not in ("latent", "image"):
+            raise TCIGInputError(f"level_hand_over: {self.level_hand_over!r}; use 'latent' or 'image'")
         if self.level_min_side < 0:
             raise TCIGInputError(f"level_min_side: {self.level_min_side} px; use 0 (every level runs) or a side in pixels, e.g. 64")
         if self.layout_start_steps < 0:
