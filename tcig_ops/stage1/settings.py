@@ -92,8 +92,10 @@ class Stage1Settings:
     # (64 px layouts, tiny models, seeds 102 and 7402: 0.9 x the judge's oracle after 10 and 40 steps
     # with one level, 80 and 210 with a 32 px level first). 0: every level runs
     level_min_side: int = 64
-    # how a coarse level's result reaches the next size: "latent" (each latent cell repeated) or "image"
-    # (the coarse image, enlarged bicubic, VQGAN-encoded at the next size). With an init image, "latent"
+    # how a coarse level's result reaches the next size: "image" (the coarse image, enlarged bicubic,
+    # VQGAN-encoded at the next size) or "latent" (each latent cell repeated, which decodes to other detail
+    # at the finer grid: on 8 tuning layouts at 128 px the judge's worst share of its oracle was 0.884
+    # with it, 0.950 with "image"). With an init image the hand-over is always "latent"
     level_hand_over: str = "image"
     # without an init image, start from a picture the segmenters already read as the layout: a smooth
     # colour field (one colour per 4x4 pixels, bicubic) optimised for this many steps against the
